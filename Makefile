@@ -1,0 +1,35 @@
+# The two commands of the README: `make reproduce` (the main job) and `make test`. Both set up .venv when needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: .venv test test-slow reproduce base-model clean
+
+.venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -r requirements.txt
+	$(VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+test-slow: $(STAMP)
+	$(VENV)/bin/python -m pytest -m slow
+
+reproduce: $(STAMP)
+	$(VENV)/bin/mixcpt reproduce --profile tiny
+
+# Rebuild the shipped base checkpoint from scratch (~7 min on 2 cores).
+base-model: $(STAMP)
+	$(VENV)/bin/mixcpt pretrain-base --config configs/base-tiny.yaml --no-resume
+
+clean:
+	rm -rf runs

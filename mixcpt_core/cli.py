@@ -1,0 +1,189 @@
+"""The ``mixcpt`` command line. Every subcommand is a thin wrapper over a function of ``mixcpt_core``.
+
+    mixcpt world --seed 0 --out runs/world          # write the knowledge world as JSONL
+    mixcpt pretrain-base --config configs/base-tiny.yaml --out checkpoints/base-tiny
+    mixcpt evaluate checkpoints/base-tiny --out figures/base_eval.json
+    mixcpt reproduce --profile tiny                  # the main job (`make reproduce`)
+
+Bad arguments or configs print one line ``mixcpt: error: …`` and exit with code 2, writing nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub calls unless the user clears these
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+PROFILES = {"tiny": "configs/base-tiny.yaml"}
+SHIPPED_BASE = {"tiny": "checkpoints/base-tiny"}
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line with exit code 2."""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``mixcpt: error: …``) and exit code 2, without the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"mixcpt: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _check_writable_dir(path: Path) -> None:
+    """Fail early, before any work, if ``path`` cannot be created or written."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path}: exists and is not a directory")
+    ancestor = next(p for p in (path, *path.parents) if p.exists())
+    if not ancestor.is_dir():
+        raise UsageError(f"{path}: cannot create it, {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{path}: not writable ({ancestor} does not allow writing)")
+
+
+# -- world ---------------------------------------------------------------------------------------------------------
+def cmd_world(args) -> None:
+    from .world import WORLD_PRESETS, generate_world, write_world
+
+    if args.preset not in WORLD_PRESETS:
+        raise UsageError(f"unknown world preset {args.preset!r}; choose one of {sorted(WORLD_PRESETS)}")
+    overrides = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(WORLD_PRESETS["tiny"])}
+                 and v is not None}
+    try:
+        cfg = dataclasses.replace(WORLD_PRESETS[args.preset], **overrides)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    out = Path(args.out)
+    _check_writable_dir(out)
+    try:
+        write_world(generate_world(cfg), out)
+    except (OSError, FileExistsError) as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote world {cfg.fingerprint()} to {out}/ ({', '.join(f.name for f in sorted(out.glob('*.jsonl')))})")
+
+
+# -- base model ------------------------------------------------------------------------------------------------------
+def _base_config(path: str | None, out: str | None):
+    from .config import ConfigError, load_config
+    from .training import BasePretrainConfig
+
+    try:
+        cfg = load_config(BasePretrainConfig, path) if path else BasePretrainConfig()
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if out:
+        cfg = dataclasses.replace(cfg, output_dir=out)
+    return cfg
+
+
+def cmd_pretrain_base(args) -> None:
+    from .training import pretrain_base
+
+    cfg = _base_config(args.config, args.out)
+    _check_writable_dir(Path(cfg.output_dir))
+    out = pretrain_base(cfg, resume=not args.no_resume)
+    print(f"base checkpoint written to {out}")
+
+
+def cmd_evaluate(args) -> None:
+    from .training import evaluate_base, load_base_checkpoint
+    from .world import WorldConfig, generate_world
+
+    try:
+        model, tokenizer, info = load_base_checkpoint(args.model_dir)
+    except (FileNotFoundError, OSError) as e:
+        raise UsageError(str(e)) from None
+    world = generate_world(WorldConfig(**info["config"]["world"]))
+    metrics = evaluate_base(model, tokenizer, world)
+    print(format_base_table(metrics))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def format_base_table(m: dict) -> str:
+    """Markdown table of a base model's metrics (the keys of :func:`mixcpt_core.training.evaluate_base`)."""
+    rows = [
+        ("plain QA, seen general facts (trained)", f"{m['general_seen_qa_acc']:.3f}"),
+        ("plain QA, held-out general facts (never trained)", f"{m['general_heldout_qa_acc']:.3f}"),
+        ("plain QA, domain facts (not yet learned)", f"{m['domain_qa_acc']:.3f}"),
+        ("perplexity, held-out general documents", f"{m['general_eval_doc_ppl']:.2f}"),
+        ("perplexity, held-out domain documents", f"{m['domain_eval_doc_ppl']:.2f}"),
+    ]
+    return "| metric | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
+
+
+# -- reproduce -------------------------------------------------------------------------------------------------------
+def cmd_reproduce(args) -> None:
+    from .reproduce import reproduce_base
+
+    root = _repo_root()
+    cfg = _base_config(str(root / PROFILES[args.profile]), None)
+    reproduce_base(cfg, shipped=root / SHIPPED_BASE[args.profile], figures=Path(args.figures),
+                   run_dir=Path(args.run_dir), retrain=args.retrain_base)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(prog="mixcpt", description="Mix-CPT lab: knowledge world, training and evaluation.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("world", help="generate the synthetic knowledge world as JSONL")
+    w.add_argument("--seed", type=_nonneg_int, default=None, help="world seed (default: the preset's, 0)")
+    w.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    w.add_argument("--preset", default="tiny", help="size preset: tiny (CPU profile) or sample (data_samples/)")
+    for name in ("n_general", "n_domain", "docs_per_entity", "templates_per_attribute"):
+        w.add_argument("--" + name.replace("_", "-"), dest=name, type=_nonneg_int, default=None)
+    w.set_defaults(func=cmd_world)
+
+    b = sub.add_parser("pretrain-base", help="pre-train the base model on the general world (resumes if interrupted)")
+    b.add_argument("--config", default=None, help="YAML with BasePretrainConfig fields (default: built-in defaults)")
+    b.add_argument("--out", default=None, help="checkpoint directory (default: the config's output_dir)")
+    b.add_argument("--no-resume", action="store_true", help="ignore intermediate checkpoints and start over")
+    b.set_defaults(func=cmd_pretrain_base)
+
+    e = sub.add_parser("evaluate", help="evaluate a base checkpoint on the world it was trained on")
+    e.add_argument("model_dir")
+    e.add_argument("--out", default=None, help="write the metrics as JSON here")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("reproduce", help="the main job: world -> tokenizer -> base model -> evaluation -> figures/")
+    r.add_argument("--profile", choices=sorted(PROFILES), default="tiny")
+    r.add_argument("--retrain-base", action="store_true", help="pre-train the base model from scratch (~10 min)")
+    r.add_argument("--figures", default="figures", help="where figures and tables go")
+    r.add_argument("--run-dir", default="runs/tiny", help="where the world and any retrained model go")
+    r.set_defaults(func=cmd_reproduce)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except UsageError as e:
+        print(f"mixcpt: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

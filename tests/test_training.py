@@ -1,0 +1,75 @@
+import json
+
+import pytest
+import torch
+
+from mixcpt_core.training import (
+    BasePretrainConfig,
+    StaleCheckpointError,
+    base_info,
+    load_base_checkpoint,
+    pack_texts,
+    pretrain_base,
+)
+from mixcpt_core.world import WORLD_PRESETS
+
+
+def test_packing_loses_and_duplicates_nothing(tiny_tokenizer):
+    texts = ["Ada works for Nimbus.", "Otto studied botany.", "Question: What did Otto study?\nAnswer: botany"]
+    encoded = [tiny_tokenizer(t).input_ids + [tiny_tokenizer.eos_token_id] for t in texts]
+    per_pass = sum(map(len, encoded))
+    blocks = pack_texts(texts, tiny_tokenizer, block_size=7, n_tokens=3 * per_pass, seed=0)
+    assert len(blocks) == 3 * per_pass // 7 and all(len(b) == 7 for b in blocks)
+    stream = [t for b in blocks for t in b]
+    first_pass = stream[:per_pass]
+    # the first pass is a permutation of whole sequences, each BOS ... EOS
+    seqs, cur = [], []
+    for t in first_pass:
+        cur.append(t)
+        if t == tiny_tokenizer.eos_token_id:
+            seqs.append(cur)
+            cur = []
+    assert sorted(seqs) == sorted(encoded)
+    assert stream.count(tiny_tokenizer.bos_token_id) >= 3 * len(texts) - 1
+
+
+def test_tiny_pretraining_run_writes_a_loadable_checkpoint(tmp_path):
+    cfg = BasePretrainConfig(world=WORLD_PRESETS["sample"], max_steps=6, batch_size=4, block_size=32,
+                             warmup_steps=1, eval_every=3, save_steps=3, output_dir=str(tmp_path / "base"))
+    out = pretrain_base(cfg)
+    info = base_info(out)
+    assert info["cache_key"] == cfg.cache_key()
+    assert info["train_tokens"] == 6 * 4 * 32
+    assert [r["step"] for r in info["history"] if "heldout_qa_acc" in r] == [0, 3, 6]
+    assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    assert len([r for r in json.loads((out / "mixcpt_base.json").read_text())["history"] if "loss" in r]) >= 1
+    model, tok, _ = load_base_checkpoint(out, cfg)
+    assert model.config.vocab_size == len(tok)
+    with pytest.raises(StaleCheckpointError, match="mixcpt pretrain-base"):
+        load_base_checkpoint(out, BasePretrainConfig(world=WORLD_PRESETS["sample"], max_steps=7))
+
+
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch):
+    """Run 6 steps in one go; separately, a run killed right after its step-3 checkpoint, then the same command
+    again: it resumes from checkpoint-3 and must end with the same weights."""
+    import mixcpt_core.training as tr
+
+    common = dict(world=WORLD_PRESETS["sample"], max_steps=6, batch_size=4, block_size=32, warmup_steps=1,
+                  eval_every=100, save_steps=3)
+    full = pretrain_base(BasePretrainConfig(output_dir=str(tmp_path / "a"), **common))
+
+    class KilledAfterFirstCheckpoint(tr.QAEvalCallback):
+        def on_save(self, args, state, control, **kw):
+            raise KeyboardInterrupt  # as if the process died right after writing checkpoint-3
+
+    with monkeypatch.context() as m:
+        m.setattr(tr, "QAEvalCallback", KilledAfterFirstCheckpoint)
+        with pytest.raises(KeyboardInterrupt):
+            pretrain_base(BasePretrainConfig(output_dir=str(tmp_path / "b"), **common))
+    assert (tmp_path / "b" / "trainer" / "checkpoint-3").exists()
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+    resumed = pretrain_base(BasePretrainConfig(output_dir=str(tmp_path / "b"), **common))
+    a, _, _ = load_base_checkpoint(full)
+    b, _, _ = load_base_checkpoint(resumed)
+    for (name, x), y in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=name)
