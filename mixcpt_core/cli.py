@@ -3,6 +3,7 @@
     mixcpt world --seed 0 --out runs/world          # write the knowledge world as JSONL
     mixcpt pretrain-base --config configs/base-tiny.yaml --out checkpoints/base-tiny
     mixcpt evaluate checkpoints/base-tiny --out figures/base_eval.json
+    mixcpt mix configs/mix-tiny.yaml --out runs/tiny/mix   # stage-1 data D_MIX (--share domain=0.5 to sweep)
     mixcpt reproduce --profile tiny                  # the main job (`make reproduce`)
 
 Bad arguments or configs print one line ``mixcpt: error: …`` and exit with code 2, writing nothing.
@@ -132,6 +133,102 @@ def format_base_table(m: dict) -> str:
     return "| metric | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
 
 
+# -- stage-1 data ----------------------------------------------------------------------------------------------------
+def _parse_share(text: str) -> tuple[str, float]:
+    """``--share domain=0.5`` -> ``("domain", 0.5)``."""
+    name, _, value = text.partition("=")
+    try:
+        share = float(value)
+    except ValueError:
+        share = None
+    if not name or share is None:
+        raise argparse.ArgumentTypeError(f"expected NAME=SHARE (e.g. domain=0.5), got {text!r}")
+    return name, share
+
+
+def cmd_mix(args) -> None:
+    from .config import ConfigError, load_config
+    from .data import DataError, MixConfig, build_mix, save_mix
+
+    try:
+        cfg = load_config(MixConfig, args.config)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    try:
+        cfg = cfg.with_shares(dict(args.share))
+    except ValueError as e:
+        raise UsageError(f"--share: {e}") from None
+    out = Path(args.out or cfg.output_dir)
+    _check_writable_dir(out)
+    try:
+        blocks, composition = build_mix(cfg)
+        save_mix(blocks, composition, out)
+    except (DataError, OSError) as e:  # OSError: tokenizer not found, refusing to overwrite, disk full
+        raise UsageError(str(e).splitlines()[0]) from None
+    print(format_composition(composition))
+    print(f"wrote {composition['blocks']:,} blocks to {out}/ (datasets.load_from_disk) and {out}/composition.json")
+
+
+def format_composition(c: dict) -> str:
+    """Markdown table of a mix's composition (:func:`mixcpt_core.data.mix_and_pack`) and its padding."""
+    rows = [f"| {r['name']} | {r['kind']} | {r['requested_share']:.3f} | {r['share']:.4f} | {r['tokens']:,} | "
+            f"{r['documents']:,} | {r['repeat_factor']:.2f} |" for r in c["sources"]]
+    return ("| source | kind | requested share | achieved share | tokens | texts | repeat factor |\n"
+            "|---|---|---|---|---|---|---|\n" + "\n".join(rows) +
+            f"\n\n{c['tokens']:,} tokens in {c['blocks']:,} blocks of {c['block_length']}; "
+            f"padding {c['padding_tokens']} tokens ({c['padding_fraction']:.4%})")
+
+
+# -- stage 1 and benchmarks -----------------------------------------------------------------------------------------
+def cmd_cpt(args) -> None:
+    from .config import ConfigError, load_config
+    from .cpt import CPTConfig, run_cpt
+
+    try:
+        cfg = load_config(CPTConfig, args.config)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if args.out:
+        cfg = dataclasses.replace(cfg, output_dir=args.out)
+    _check_writable_dir(Path(cfg.output_dir))
+    print(f"stage-1 model written to {run_cpt(cfg)}")
+
+
+def cmd_bench(args) -> None:
+    if args.kind == "mix":
+        from .bench_mix import bench_mix
+
+        r = bench_mix(args.out, root=_repo_root())
+        for name, run in r["runs"].items():
+            print(f"{name}: {run['packed_tokens']:,} packed tokens ({run['distinct_tokens_tokenized']:,} distinct), "
+                  f"tokenise + pack {run['tokenize_and_pack_tokens_per_s']:,} tokens/s, "
+                  f"end to end {run['end_to_end_tokens_per_s']:,} tokens/s")
+    elif args.kind == "lssd":
+        from .bench import bench_lssd
+
+        bench_lssd(args.out, steps=args.steps)
+    elif args.kind == "cache-error":
+        from .bench import cached_teacher_error
+        from .models import load_causal_lm
+        from .world import WorldConfig, generate_world
+
+        if not args.student:
+            raise UsageError("bench cache-error needs --student MODEL_DIR (a stage-1 model; the teacher is --teacher)")
+        try:
+            student, tok = load_causal_lm(args.student)
+            teacher, _ = load_causal_lm(args.teacher)
+        except (FileNotFoundError, OSError) as e:
+            raise UsageError(str(e)) from None
+        texts = generate_world(WorldConfig()).docs("domain")[:64]  # new facts: where the teacher is most wrong
+        ids = tok(texts, return_tensors="pt", padding="max_length", max_length=40, truncation=True).input_ids
+        rows = cached_teacher_error(student.eval(), teacher.eval(), ids)
+        Path(args.out).write_text(json.dumps({"student": args.student, "teacher": args.teacher, "rows": rows},
+                                             indent=2) + "\n", encoding="utf-8")
+        for r in rows:
+            print(f"k={r['k']:5d}  L_cached / L_exact = {r['ratio']:.4f}  gradient cosine = {r['grad_cosine']:.4f}")
+    print(f"wrote {args.out}")
+
+
 # -- reproduce -------------------------------------------------------------------------------------------------------
 def cmd_reproduce(args) -> None:
     from .reproduce import reproduce_base
@@ -164,6 +261,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model_dir")
     e.add_argument("--out", default=None, help="write the metrics as JSON here")
     e.set_defaults(func=cmd_evaluate)
+
+    m = sub.add_parser("mix", help="build the stage-1 data D_MIX (packed blocks + composition.json)")
+    m.add_argument("config", help="YAML with MixConfig fields, e.g. configs/mix-tiny.yaml")
+    m.add_argument("--out", default=None, help="output directory (default: the config's output_dir; replaced atomically)")
+    m.add_argument("--share", action="append", type=_parse_share, default=[], metavar="NAME=SHARE",
+                   help="override one source's share (repeatable), e.g. --share domain=0.5")
+    m.set_defaults(func=cmd_mix)
+
+    c = sub.add_parser("cpt", help="stage 1: knowledge-mixture CPT with LSSD (resumes if interrupted)")
+    c.add_argument("config", help="YAML with CPTConfig fields, e.g. configs/cpt-tiny.yaml")
+    c.add_argument("--out", default=None, help="output directory (default: the config's output_dir)")
+    c.set_defaults(func=cmd_cpt)
+
+    bn = sub.add_parser("bench", help="benchmarks (step time and memory), written as JSON")
+    bn.add_argument("kind", choices=["lssd", "cache-error", "mix"],
+                    help="lssd: CE vs naive vs chunked vs cached-teacher LSSD; cache-error: top-k cache vs exact; "
+                         "mix: tokenisation + packing throughput of D_MIX")
+    bn.add_argument("--out", required=True, help="JSON file to write")
+    bn.add_argument("--steps", type=_nonneg_int, default=6, help="measured steps per variant (after 2 warm-up)")
+    bn.add_argument("--student", default=None, help="cache-error: the stage-1 model")
+    bn.add_argument("--teacher", default="checkpoints/base-tiny", help="cache-error: the original model")
+    bn.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("reproduce", help="the main job: world -> tokenizer -> base model -> evaluation -> figures/")
     r.add_argument("--profile", choices=sorted(PROFILES), default="tiny")

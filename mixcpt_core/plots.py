@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from transformers import TrainerCallback
 
 
 def plot_base_training(history: list[dict], path: str | Path | None = None, title: str = "Base model pre-training"):
@@ -28,3 +29,113 @@ def plot_base_training(history: list[dict], path: str | Path | None = None, titl
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120)
     return fig
+
+
+def plot_swap(view: dict, tokens: list[str], label: str, title: str = "", path: str | Path | None = None):
+    """Bar chart of :func:`mixcpt_core.losses.swap_explained`: the teacher's distribution and the swapped target."""
+    import numpy as np
+
+    x = np.arange(len(tokens))
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.bar(x - 0.2, view["teacher"], 0.4, label="teacher (original model)")
+    ax.bar(x + 0.2, view["swapped"], 0.4, label="swapped target")
+    ax.set_xticks(x, [f"{t}\n(label)" if t == label else t for t in tokens], fontsize=8)
+    # log scale: the teacher is often near-certain, and the small probabilities are the "dark knowledge" the swap keeps
+    ax.set(ylabel="probability (log scale)", yscale="log", ylim=(1e-6, 2), title=title or "logit swap at one position")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_cpt_runs(histories: dict[str, list[dict]], path: str | Path | None = None):
+    """Stage-1 runs side by side: training CE, probe KL to the original model (forgetting signal), held-out general
+    QA (forgetting) and domain QA (learning) over steps. ``histories``: run name -> Trainer log history."""
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    panels = [("ce", "training CE"), ("probe_kl", "KL(original || model) on general text"),
+              ("heldout_qa_acc", "held-out general QA (forgetting)"), ("domain_qa_acc", "domain QA (learning)")]
+    for ax, (key, title) in zip(axes, panels):
+        for name, hist in histories.items():
+            rows = [r for r in hist if key in r]
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows], "-o" if "qa" in key else "-", ms=3, label=name)
+        ax.set(title=title, xlabel="step")
+        if "qa" in key:
+            ax.set_ylim(0, 1)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_mix_composition(composition: dict, path: str | Path | None = None, compare: dict | None = None,
+                         title: str = "D_MIX composition"):
+    """Token shares of a mix (:func:`mixcpt_core.data.mix_and_pack`'s composition): requested vs achieved as stacked
+    bars (left), plus any ``compare`` rows ``{label: {source: token share}}``; repeat factor per source (right)."""
+    rows = composition["sources"]
+    bars = {"requested": {r["name"]: r["requested_share"] for r in rows},
+            "achieved (tokens)": {r["name"]: r["share"] for r in rows}, **(compare or {})}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 1.5 + 0.4 * len(bars)), width_ratios=(3, 1))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for y, (label, shares) in enumerate(reversed(bars.items())):
+        left = 0.0
+        for i, r in enumerate(rows):
+            share = shares.get(r["name"], 0.0)
+            ax1.barh(y, share, left=left, color=colors[i % len(colors)], label=r["name"] if y == 0 else None)
+            if share > 0.06:
+                ax1.text(left + share / 2, y, f"{share:.2f}", ha="center", va="center", fontsize=8, color="white")
+            left += share
+    ax1.set_yticks(range(len(bars)), list(reversed(bars)))
+    ax1.set(xlim=(0, 1), xlabel="share of the packed tokens")
+    ax1.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(rows), fontsize=8, frameon=False)
+    ax2.barh(range(len(rows)), [r["repeat_factor"] for r in rows], color=colors[: len(rows)])
+    ax2.set_yticks(range(len(rows)), [r["name"] for r in rows])
+    ax2.axvline(1, color="gray", lw=0.8, ls="--")
+    ax2.set(xlabel="repeat factor (x one pass)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+class LiveLossPlot(TrainerCallback):
+    """A ``transformers.TrainerCallback`` that redraws the training curves in a notebook as training logs them.
+
+    ``keys``: logged values to plot (e.g. ``("ce", "lssd", "probe_kl")``); redraws every ``every`` log events. In a
+    plain terminal or a headless run it just renders the last state.
+    """
+
+    def __init__(self, keys=("ce", "lssd", "probe_kl"), every: int = 20, title: str = ""):
+        self.keys, self.every, self.title = keys, every, title
+        self.rows: list[dict] = []
+        self._handle = None
+
+    def _draw(self):
+        from IPython.display import display
+
+        fig, axes = plt.subplots(1, len(self.keys), figsize=(4 * len(self.keys), 2.8))
+        for ax, key in zip(axes, self.keys):
+            pts = [(r["step"], r[key]) for r in self.rows if key in r]
+            if pts:
+                ax.plot(*zip(*pts))
+            ax.set(title=key, xlabel="step")
+        fig.suptitle(self.title)
+        fig.tight_layout()
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and any(k in logs for k in self.keys):
+            self.rows.append({"step": state.global_step, **logs})
+            if len(self.rows) % self.every == 0:
+                self._draw()
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.rows:
+            self._draw()

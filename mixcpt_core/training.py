@@ -86,18 +86,19 @@ def pack_texts(texts: list[str], tokenizer, block_size: int, n_tokens: int, seed
 
 
 class QAEvalCallback(TrainerCallback):
-    """Every ``every`` steps: plain-format QA accuracy on seen and held-out general facts, appended to the
-    trainer's ``log_history`` (so it is checkpointed and survives a resume)."""
+    """Every ``every`` steps (and at step 0): plain-format QA accuracy on named splits, appended to the trainer's
+    ``log_history`` as ``{"step", "<name>_qa_acc", ...}`` (so it is checkpointed and survives a resume)."""
 
-    def __init__(self, world: World, tokenizer, every: int):
-        self.world, self.tokenizer, self.every = world, tokenizer, every
+    def __init__(self, splits: dict[str, list[dict]], tokenizer, every: int):
+        self.splits, self.tokenizer, self.every = splits, tokenizer, every
 
     def _evaluate(self, model, state):
-        seen = plain_qa_accuracy(model, self.tokenizer, self.world.qa_split("general_seen"))["accuracy"]
-        held = plain_qa_accuracy(model, self.tokenizer, self.world.qa_split("general_heldout"))["accuracy"]
-        row = {"step": state.global_step, "seen_qa_acc": seen, "heldout_qa_acc": held}
+        row = {"step": state.global_step}
+        for name, items in self.splits.items():
+            row[f"{name}_qa_acc"] = plain_qa_accuracy(model, self.tokenizer, items)["accuracy"]
         state.log_history.append(row)
-        print(f"\n[step {state.global_step}] seen QA {seen:.3f}  held-out QA {held:.3f}", flush=True)
+        print(f"\n[step {state.global_step}] " + "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "step"),
+              flush=True)
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         if state.global_step == 0:  # not on resume: the step-0 point is already in the restored history
@@ -158,7 +159,8 @@ def pretrain_base(cfg: BasePretrainConfig, resume: bool = True) -> Path:
         args=args,
         train_dataset=dataset,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        callbacks=[QAEvalCallback(world, tokenizer, cfg.eval_every)],
+        callbacks=[QAEvalCallback({"seen": world.qa_split("general_seen"), "heldout": world.qa_split("general_heldout")},
+                                  tokenizer, cfg.eval_every)],
     )
     last = _last_checkpoint(trainer_dir) if resume else None
     trainer.train(resume_from_checkpoint=str(last) if last else None)

@@ -341,28 +341,15 @@ def write_world(world: World, out_dir: str | Path) -> Path:
     Atomic: files are written into a sibling temporary directory that is renamed into place at the end, so an
     error leaves no half-written world. An existing ``out_dir`` is replaced only if it holds a world already.
     """
-    import shutil
-    import tempfile
+    from .atomic import atomic_directory
 
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not (out / "world.json").exists():
-        raise FileExistsError(f"{out}: exists, is not empty and is not a world directory; refusing to overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the world is ordinary data
+    with atomic_directory(out_dir, "world.json") as tmp:
         for name in WORLD_FILES:
             (tmp / f"{name}.jsonl").write_text(_jsonl(getattr(world, name)), encoding="utf-8")
         meta = {"config": dataclasses.asdict(world.config), "fingerprint": world.config.fingerprint(),
                 "counts": {name: len(getattr(world, name)) for name in WORLD_FILES}}
         (tmp / "world.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)
 
 
 def load_world(path: str | Path) -> World:

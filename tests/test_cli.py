@@ -62,3 +62,11 @@ def test_pretrain_base_bad_config(tmp_path):
 
 def test_console_script_is_declared():
     assert 'mixcpt = "mixcpt_core.cli:main"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_cpt_bad_config_is_one_line_exit_2(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lssd:\n  tau: 0\n")
+    r = _run("cpt", str(cfg), "--out", str(tmp_path / "m"), cwd=ROOT)
+    assert r.returncode == 2 and "lssd.tau must be > 0" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()

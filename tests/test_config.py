@@ -49,3 +49,23 @@ def test_cache_key_tracks_what_the_checkpoint_depends_on():
     assert base.cache_key() == BasePretrainConfig(output_dir="elsewhere", eval_every=7).cache_key()
     assert base.cache_key() != BasePretrainConfig(world=WorldConfig(seed=1)).cache_key()
     assert base.cache_key() != BasePretrainConfig(learning_rate=1e-3).cache_key()
+
+
+def test_every_shipped_config_loads_with_its_dataclass():
+    from mixcpt_core.cpt import CPTConfig
+    from mixcpt_core.data import MixConfig
+
+    kinds = {"base": BasePretrainConfig, "mix": MixConfig, "cpt": CPTConfig}
+    files = sorted((ROOT / "configs").glob("*.yaml"))
+    assert {f.name.split("-")[0] for f in files} <= set(kinds), [f.name for f in files]
+    for f in files:
+        load_config(kinds[f.name.split("-")[0]], f)  # raises ConfigError naming the key on any problem
+
+
+def test_cpt_config_nests_the_lssd_section():
+    from mixcpt_core.cpt import CPTConfig
+
+    cfg = load_config(CPTConfig, ROOT / "configs" / "cpt-tiny.yaml")
+    assert (cfg.lssd.lam, cfg.lssd.tau, cfg.lssd.swap, cfg.lssd.teacher) == (0.5, 1.0, True, "frozen_copy")
+    with pytest.raises(ConfigError, match=r"config.lssd: lssd.lam must be in \[0, 1\]"):
+        from_dict(CPTConfig, {"lssd": {"lam": 2}})

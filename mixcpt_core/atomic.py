@@ -1,0 +1,32 @@
+"""Writing a directory atomically: nothing half-written is ever left at the destination."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_directory(out_dir: str | Path, marker: str):
+    """Yield a fresh temporary directory next to ``out_dir``; when the block ends without error it replaces
+    ``out_dir`` in one rename, and on any error it is deleted.
+
+    ``marker`` is a file name the block writes (``world.json``, ``composition.json``): an existing non-empty
+    ``out_dir`` without it is not ours, and is refused rather than replaced.
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not (out / marker).exists():
+        raise FileExistsError(f"{out}: exists, is not empty and has no {marker}; refusing to overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; these are ordinary data directories
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

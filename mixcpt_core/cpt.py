@@ -1,0 +1,345 @@
+"""Stage 1: knowledge-mixture continual pre-training with logit-swap self-distillation (LSSD).
+
+:class:`LSSDTrainer` is a ``transformers.Trainer`` whose loss is :func:`mixcpt_core.losses.chunked_lssd`, so
+checkpointing, resume, gradient accumulation, logging and accelerate (DDP / FSDP / DeepSpeed) come from the
+ecosystem. The teacher is the model *before* stage 1, from one of three sources (``LSSDConfig.teacher``):
+
+* ``frozen_copy``       a frozen copy of the original model (full fine-tuning);
+* ``adapter_disabled``  the same model with its LoRA adapter switched off (PEFT): no second copy of the weights;
+* ``cached``            top-k teacher statistics computed once and stored with the dataset: no teacher in memory.
+
+Logged every ``logging_steps``: ``ce``, ``lssd`` (token means), ``loss`` (the total) and ``probe_kl``, the token-mean
+KL(original || current) on a fixed batch of general text: the forgetting signal.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import torch
+from transformers import Trainer
+
+from .losses import CachedTeacher, OnlineTeacher, chunked_lssd, supervised_rows, teacher_topk_stats
+
+TEACHER_SOURCES = ("frozen_copy", "adapter_disabled", "cached")
+CPT_INFO_FILE = "mixcpt_cpt.json"
+STAT_COLUMNS = ("teacher_topk_logits", "teacher_topk_ids", "teacher_label_logit", "teacher_lse")
+
+
+@dataclass
+class LSSDConfig:
+    """The stage-1 objective L = (1 - lam) * CE + lam * L_LSSD (see :mod:`mixcpt_core.losses`)."""
+
+    lam: float = 0.5  # 0 = plain CPT, 1 = pure LSSD
+    tau: float = 1.0
+    swap: bool = True  # False = plain self-distillation toward the unswapped teacher
+    teacher: str = "frozen_copy"
+    cache_topk: int = 64
+    chunk_size: int = 1024
+
+    def __post_init__(self):
+        if not 0.0 <= self.lam <= 1.0:
+            raise ValueError(f"lssd.lam must be in [0, 1], got {self.lam}")
+        if self.tau <= 0:
+            raise ValueError(f"lssd.tau must be > 0, got {self.tau}")
+        if self.teacher not in TEACHER_SOURCES:
+            raise ValueError(f"lssd.teacher must be one of {TEACHER_SOURCES}, got {self.teacher!r}")
+        if self.cache_topk < 1 or self.chunk_size < 1:
+            raise ValueError("lssd.cache_topk and lssd.chunk_size must be >= 1")
+
+
+def causal_lm(model):
+    """The ``*ForCausalLM`` inside DDP/accelerate and PEFT wrappers."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def check_same_vocabulary(student, teacher, student_tokenizer=None, teacher_tokenizer=None) -> None:
+    """Distillation compares distributions token by token: the two vocabularies must be the same, id for id."""
+    vs, vt = student.config.vocab_size, teacher.config.vocab_size
+    if vs != vt:
+        raise ValueError(f"student and teacher vocabularies differ in size ({vs} vs {vt}): LSSD needs one vocabulary")
+    if student_tokenizer is not None and teacher_tokenizer is not None:
+        if student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
+            raise ValueError("student and teacher tokenizers map tokens to different ids: LSSD needs one tokenizer")
+
+
+def final_hidden(model, input_ids, attention_mask=None) -> torch.Tensor:
+    """[B, T, H] final (post-norm) hidden states through the model's own forward (so DDP hooks run), computing
+    logits for the last position only instead of [B, T, V]."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, output_hidden_states=True)
+    return out.hidden_states[-1]
+
+
+class _AdapterDisabledHead(torch.nn.Module):
+    """The LM head as the original model applies it (LoRA off), for heads that are adapted too."""
+
+    def __init__(self, peft_model):
+        super().__init__()
+        self.peft_model = peft_model
+
+    def forward(self, x):
+        with self.peft_model.disable_adapter():
+            return causal_lm(self.peft_model).get_output_embeddings()(x)
+
+
+class LSSDTrainer(Trainer):
+    """``Trainer`` with the stage-1 loss. ``teacher_model`` is needed for ``frozen_copy``; ``probe`` is a dict with
+    ``input_ids`` / ``attention_mask`` of general text and ``ref_logprobs`` (the original model's log-probs)."""
+
+    def __init__(self, *args, lssd: LSSDConfig, teacher_model=None, probe: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lssd, self.teacher_model, self.probe = lssd, teacher_model, probe
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        if lssd.teacher == "frozen_copy" and lssd.lam > 0 and teacher_model is None:
+            raise ValueError("lssd.teacher = frozen_copy needs teacher_model")
+
+    def _teacher_target(self, model, inputs, rows, labels):
+        cfg = self.lssd
+        if cfg.teacher == "cached":
+            if STAT_COLUMNS[0] not in inputs:
+                raise ValueError("lssd.teacher = cached, but the batch has no teacher statistics columns")
+            k = inputs["teacher_topk_logits"].shape[-1]
+            stats = {
+                "topk_logits": inputs["teacher_topk_logits"].reshape(-1, k)[rows],
+                "topk_ids": inputs["teacher_topk_ids"].reshape(-1, k)[rows],
+                "label_logit": inputs["teacher_label_logit"].reshape(-1)[rows],
+                "lse": inputs["teacher_lse"].reshape(-1)[rows],
+            }
+            return CachedTeacher(stats, cfg.tau)
+        with torch.inference_mode():  # cheaper than no_grad; the teacher's outputs never enter autograd
+            if cfg.teacher == "frozen_copy":
+                teacher = self.teacher_model
+                hidden = final_hidden(teacher, inputs["input_ids"], inputs.get("attention_mask"))
+                head = teacher.get_output_embeddings()
+            else:  # adapter_disabled
+                peft_model = getattr(model, "module", model)
+                with peft_model.disable_adapter():
+                    hidden = final_hidden(peft_model, inputs["input_ids"], inputs.get("attention_mask"))
+                head = _AdapterDisabledHead(peft_model)
+        return OnlineTeacher(hidden[:, :-1].reshape(-1, hidden.shape[-1])[rows], head)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        hidden = final_hidden(model, inputs["input_ids"], inputs.get("attention_mask"))
+        h, y, rows = supervised_rows(hidden, labels)
+        teacher = self._teacher_target(model, inputs, rows, labels) if self.lssd.lam > 0 else None
+        out = chunked_lssd(h, causal_lm(model).get_output_embeddings(), y, teacher, lam=self.lssd.lam,
+                           tau=self.lssd.tau, swap=self.lssd.swap, chunk_size=self.lssd.chunk_size,
+                           num_items=num_items_in_batch)
+        loss = out.loss
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients; the normaliser is global
+        self._metrics["ce"].append(out.ce.item())
+        if teacher is not None:
+            self._metrics["lssd"].append(out.lssd.item())
+        return (loss, out) if return_outputs else loss
+
+    @torch.no_grad()
+    def probe_kl(self) -> float:
+        """Token-mean KL(original || current) on the probe batch: how far the model has moved on general text."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        p = self.probe
+        logits = model(input_ids=p["input_ids"].to(model.device), attention_mask=p["attention_mask"].to(model.device)).logits
+        log_p = torch.log_softmax(logits[:, :-1].float(), -1)
+        ref = p["ref_logprobs"].to(log_p.device)
+        mask = p["attention_mask"][:, 1:].to(log_p.device).bool()
+        kl = (ref.exp() * (ref - log_p)).sum(-1)
+        model.train(was_training)
+        return (kl[mask].sum() / mask.sum()).item()
+
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        if "loss" in logs:  # training logs (not the final summary)
+            for key, vals in self._metrics.items():
+                if vals:
+                    logs[key] = sum(vals) / len(vals)
+            self._metrics.clear()
+            if self.probe is not None:
+                logs["probe_kl"] = self.probe_kl()
+        super().log(logs, start_time)
+
+
+@torch.no_grad()
+def make_probe(model, tokenizer, texts: list[str], max_length: int = 64) -> dict:
+    """Tokenise general ``texts`` (padded to the longest, at most ``max_length``) and record the original model's
+    log-probabilities on them: [P, T-1, V]. Keep the probe small: its size is P * T * V floats."""
+    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+    was_training = model.training
+    model.eval()
+    logits = model(input_ids=enc["input_ids"].to(model.device), attention_mask=enc["attention_mask"].to(model.device)).logits
+    model.train(was_training)
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+            "ref_logprobs": torch.log_softmax(logits[:, :-1].float(), -1).cpu()}
+
+
+@torch.no_grad()
+def add_teacher_stats(dataset, teacher, k: int, tau: float = 1.0, batch_size: int = 8):
+    """Add the cached-teacher columns (:data:`STAT_COLUMNS`) to a packed dataset (``input_ids`` [T] per row; every
+    position supervised, as in packed CPT). Per row: top-k logits/ids [T-1, k], label logit and logsumexp [T-1]."""
+    teacher.eval()
+
+    def stats(batch):
+        ids = torch.tensor(batch["input_ids"], device=teacher.device)
+        hidden = final_hidden(teacher, ids)[:, :-1]
+        head = teacher.get_output_embeddings()
+        out = {c: [] for c in STAT_COLUMNS}
+        for h_row, y_row in zip(hidden, ids[:, 1:]):
+            s = teacher_topk_stats(head(h_row), y_row, k=k, tau=tau)
+            out["teacher_topk_logits"].append(s["topk_logits"].cpu().numpy())
+            out["teacher_topk_ids"].append(s["topk_ids"].cpu().numpy())
+            out["teacher_label_logit"].append(s["label_logit"].cpu().numpy())
+            out["teacher_lse"].append(s["lse"].cpu().numpy())
+        return out
+
+    return dataset.map(stats, batched=True, batch_size=batch_size, desc=f"teacher top-{k} statistics")
+
+
+def frozen_copy(model):
+    """A frozen, eval-mode copy of ``model`` (the teacher for full fine-tuning)."""
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on the student (PEFT). The teacher is then the same model with the adapter disabled (or a cache)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                               "up_proj", "down_proj"])
+
+
+@dataclass
+class CPTConfig:
+    """Stage 1: knowledge-mixture CPT with LSSD. One step = ``batch_size * grad_accum`` packed blocks."""
+
+    base_model: str = "checkpoints/base-tiny"  # local path or hub id; also the teacher
+    mix: str = "configs/mix-tiny.yaml"  # a MixConfig YAML: the D_MIX stream
+    lssd: LSSDConfig = field(default_factory=LSSDConfig)
+    lora: LoraSettings | None = None
+    max_steps: int = 400
+    batch_size: int = 16
+    grad_accum: int = 1
+    learning_rate: float = 1e-3
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    logging_steps: int = 1
+    save_steps: int = 100
+    eval_every: int = 50  # plain QA on held-out general (forgetting) and domain (learning) facts; 0 = off
+    probe_texts: int = 16  # general eval documents in the probe batch (probe_kl); 0 = off
+    seed: int = 0
+    bf16: bool = False
+    output_dir: str = "runs/tiny/cpt"
+
+    def __post_init__(self):
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("max_steps", "batch_size", "grad_accum", "logging_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lssd.teacher == "adapter_disabled" and self.lora is None:
+            raise ValueError("lssd.teacher = adapter_disabled needs a lora section (there is no adapter to disable)")
+
+
+def packed_collator(features: list[dict]) -> dict:
+    """Stack packed rows (``input_ids``, ``attention_mask``, ``labels`` and any teacher statistics) into tensors.
+    Rows without labels get ``labels = input_ids`` (-100 where ``attention_mask`` is 0)."""
+    batch = {k: torch.tensor(np.stack([np.asarray(f[k]) for f in features])) for k in features[0]}
+    if "labels" not in batch:
+        labels = batch["input_ids"].clone()
+        if "attention_mask" in batch:
+            labels[batch["attention_mask"] == 0] = -100
+        batch["labels"] = labels
+    return batch
+
+
+def run_cpt(cfg: CPTConfig, train_dataset=None, root: str | Path = ".", extra_callbacks=()) -> Path:
+    """Stage 1 end to end: load the base model (student and teacher), build D_MIX from ``cfg.mix`` (unless
+    ``train_dataset`` is given: rows with ``input_ids`` [and ``attention_mask``, ``labels``]), train with
+    :class:`LSSDTrainer`, and save the result to ``cfg.output_dir`` (safetensors; a LoRA run saves the merged model).
+
+    Rerunning after an interruption resumes from the last checkpoint in ``<output_dir>/trainer``.
+    """
+    from transformers import TrainingArguments, set_seed
+
+    from .config import load_config, to_dict
+    from .data import MixConfig, build_mix
+    from .models import load_causal_lm
+    from .training import QAEvalCallback, _last_checkpoint
+    from .world import generate_world
+
+    t0 = time.time()
+    set_seed(cfg.seed)  # LoRA's initial A matrices are drawn before the Trainer seeds anything
+    root = Path(root)
+    base = root / cfg.base_model if (root / cfg.base_model).exists() else cfg.base_model
+    model, tokenizer = load_causal_lm(base)
+    mix_cfg = load_config(MixConfig, root / cfg.mix)
+    if train_dataset is None:
+        train_dataset, _ = build_mix(mix_cfg, tokenizer, root=root)
+    world = generate_world(mix_cfg.world)
+
+    teacher = None
+    if cfg.lssd.teacher == "frozen_copy" and cfg.lssd.lam > 0:
+        teacher = frozen_copy(model)
+        check_same_vocabulary(model, teacher)
+    if cfg.lssd.teacher == "cached" and cfg.lssd.lam > 0:
+        train_dataset = add_teacher_stats(train_dataset, model, cfg.lssd.cache_topk, cfg.lssd.tau)
+    probe = make_probe(model, tokenizer, world.docs("general", "eval")[: cfg.probe_texts]) if cfg.probe_texts else None
+    if cfg.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                                 target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM"))
+
+    out = Path(cfg.output_dir)
+    args = TrainingArguments(
+        output_dir=str(out / "trainer"),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        adam_beta2=0.98,
+        max_grad_norm=1.0,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=1,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=cfg.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
+        remove_unused_columns=False,  # keep the teacher statistics columns
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+    )
+    callbacks = list(extra_callbacks)
+    if cfg.eval_every:
+        callbacks.append(QAEvalCallback({"heldout": world.qa_split("general_heldout"), "domain": world.qa_split("domain")},
+                                        tokenizer, cfg.eval_every))
+    trainer = LSSDTrainer(model=model, args=args, train_dataset=train_dataset, data_collator=packed_collator,
+                          lssd=cfg.lssd, teacher_model=teacher, probe=probe, callbacks=callbacks)
+    last = _last_checkpoint(out / "trainer")
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+
+    final = model.merge_and_unload() if cfg.lora is not None else model
+    final.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    info = {"config": to_dict(cfg), "train_seconds": round(time.time() - t0, 1),
+            "history": [r for r in trainer.state.log_history if "loss" in r or "heldout_qa_acc" in r]}
+    (out / CPT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return out

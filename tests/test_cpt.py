@@ -1,0 +1,136 @@
+"""Stage 1 (LSSD trainer) end to end on the shipped tiny base model: a few steps each."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+import yaml
+
+from mixcpt_core.cpt import CPT_INFO_FILE, CPTConfig, LoraSettings, LSSDConfig, check_same_vocabulary, run_cpt
+from mixcpt_core.models import load_causal_lm
+
+from .conftest import ROOT
+
+BASE = str(ROOT / "checkpoints" / "base-tiny")
+
+
+@pytest.fixture(scope="module")
+def mix(tmp_path_factory):
+    """A small D_MIX (about 40k tokens) from the tiny world, built once; returns (mix yaml path, dataset)."""
+    from mixcpt_core.config import load_config
+    from mixcpt_core.data import MixConfig, build_mix
+
+    path = tmp_path_factory.mktemp("mix") / "mix.yaml"
+    path.write_text(yaml.safe_dump({
+        "tokenizer": BASE, "total_tokens": 40000, "seed": 0,
+        "sources": [{"name": "domain", "kind": "world_domain_docs", "share": 0.6},
+                    {"name": "instructions", "kind": "world_instructions", "share": 0.3},
+                    {"name": "preferences", "kind": "world_preferences", "share": 0.1}]}))
+    blocks, _ = build_mix(load_config(MixConfig, path))
+    return path, blocks
+
+
+def _cfg(tmp_path, mix_path, name, **kw):
+    settings = dict(batch_size=4, max_steps=4, warmup_steps=1, save_steps=100, eval_every=0, probe_texts=4)
+    settings.update(kw)
+    lssd = settings.pop("lssd", {})
+    return CPTConfig(base_model=BASE, mix=str(mix_path), lssd=LSSDConfig(**lssd), output_dir=str(tmp_path / name),
+                     **settings)
+
+
+def _history(out):
+    return [r for r in json.loads((out / CPT_INFO_FILE).read_text())["history"] if "loss" in r]
+
+
+def test_logs_ce_lssd_total_and_probe_kl_every_step(tmp_path, mix):
+    out = run_cpt(_cfg(tmp_path, mix[0], "a", lssd={"lam": 0.5}), train_dataset=mix[1])
+    h = _history(out)
+    assert [r["step"] for r in h] == [1, 2, 3, 4]
+    for r in h:
+        assert {"loss", "ce", "lssd", "probe_kl"} <= set(r)
+        assert r["loss"] == pytest.approx(0.5 * r["ce"] + 0.5 * r["lssd"], rel=1e-4)
+    assert h[0]["probe_kl"] == 0 < h[-1]["probe_kl"]  # step 1 has learning rate 0 (warm-up): no move yet
+    assert (out / "model.safetensors").exists()
+
+
+def test_lambda_one_stays_closer_to_the_original_than_lambda_zero(tmp_path, mix):
+    runs = {lam: _history(run_cpt(_cfg(tmp_path, mix[0], f"lam{lam}", lssd={"lam": lam}, max_steps=12,
+                                       learning_rate=2e-3), train_dataset=mix[1]))
+            for lam in (0.0, 1.0)}
+    kl0, kl1 = runs[0.0][-1]["probe_kl"], runs[1.0][-1]["probe_kl"]
+    assert kl1 < 0.5 * kl0, (kl0, kl1)
+
+
+def test_frozen_copy_and_adapter_disabled_teachers_give_identical_losses(tmp_path, mix):
+    lora = LoraSettings(r=4, alpha=8)
+    hist = {t: _history(run_cpt(_cfg(tmp_path, mix[0], t, lssd={"lam": 0.7, "teacher": t}, lora=lora,
+                                     max_steps=3), train_dataset=mix[1]))
+            for t in ("frozen_copy", "adapter_disabled")}
+    for a, b in zip(hist["frozen_copy"], hist["adapter_disabled"]):
+        for key in ("loss", "ce", "lssd", "probe_kl"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
+
+
+def test_cached_teacher_is_a_close_lower_bound_of_the_online_one(tmp_path, mix):
+    online = _history(run_cpt(_cfg(tmp_path, mix[0], "on", lssd={"lam": 1.0}, max_steps=1), train_dataset=mix[1]))
+    cached = _history(run_cpt(_cfg(tmp_path, mix[0], "ca", lssd={"lam": 1.0, "teacher": "cached", "cache_topk": 32},
+                                   max_steps=1), train_dataset=mix[1]))
+    # step 1 sees the same batch with the same (original) weights: only the teacher's representation differs
+    assert cached[0]["lssd"] <= online[0]["lssd"] + 1e-6
+    assert cached[0]["lssd"] >= 0.9 * online[0]["lssd"]
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path, mix):
+    a = run_cpt(_cfg(tmp_path, mix[0], "full", batch_size=4, grad_accum=1, max_steps=2), train_dataset=mix[1])
+    b = run_cpt(_cfg(tmp_path, mix[0], "accum", batch_size=2, grad_accum=2, max_steps=2), train_dataset=mix[1])
+    ma, _ = load_causal_lm(a)
+    mb, _ = load_causal_lm(b)
+    for (name, x), y in zip(ma.named_parameters(), mb.parameters()):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_resume_after_interruption_gives_the_same_parameters(tmp_path, mix, monkeypatch):
+    from transformers import TrainerCallback
+
+    cfg = _cfg(tmp_path, mix[0], "full", max_steps=6, save_steps=3)
+    full = run_cpt(cfg, train_dataset=mix[1])
+
+    class Killed(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            raise KeyboardInterrupt  # the process dies right after writing checkpoint-3
+
+    cut = dataclasses.replace(cfg, output_dir=str(tmp_path / "cut"))
+    with pytest.raises(KeyboardInterrupt):
+        run_cpt(cut, train_dataset=mix[1], extra_callbacks=[Killed()])
+    assert (tmp_path / "cut" / "trainer" / "checkpoint-3").exists()
+    resumed = run_cpt(cut, train_dataset=mix[1])
+    ma, _ = load_causal_lm(full)
+    mb, _ = load_causal_lm(resumed)
+    for (name, x), y in zip(ma.named_parameters(), mb.parameters()):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_vocabulary_mismatch_is_caught_before_training():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    small = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    a, b = LlamaForCausalLM(LlamaConfig(vocab_size=100, **small)), LlamaForCausalLM(LlamaConfig(vocab_size=101, **small))
+    with pytest.raises(ValueError, match="vocabularies differ in size"):
+        check_same_vocabulary(a, b)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(lssd=LSSDConfig(teacher="adapter_disabled")), "needs a lora section"),
+    (dict(learning_rate=-1.0), "learning_rate must be > 0"),
+])
+def test_config_validation(kw, message):
+    with pytest.raises(ValueError, match=message):
+        CPTConfig(**kw)
+
+
+@pytest.mark.parametrize("kw, message", [(dict(lam=1.5), r"lssd.lam must be in \[0, 1\]"), (dict(tau=0), "tau must be > 0"),
+                                         (dict(teacher="oracle"), "lssd.teacher must be one of")])
+def test_lssd_config_validation(kw, message):
+    with pytest.raises(ValueError, match=message):
+        LSSDConfig(**kw)
