@@ -229,6 +229,57 @@ def cmd_bench(args) -> None:
     print(f"wrote {args.out}")
 
 
+# -- stage 2 -----------------------------------------------------------------------------------------------------------
+def _align_config(path: str, out: str | None, model_dir: str | None = None, n: int | None = None):
+    from .alignment import AlignConfig
+    from .config import ConfigError, load_config
+
+    try:
+        cfg = load_config(AlignConfig, path)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if out:
+        cfg = dataclasses.replace(cfg, output_dir=out)
+    if model_dir:
+        cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, model=model_dir))
+    if n:
+        cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, n_sft=n, n_dpo=n))
+    model = _repo_root() / cfg.selection.model
+    if not (Path(cfg.selection.model).exists() or model.exists()) and cfg.selection.model.startswith(("runs", "checkpoints", ".", "/")):
+        raise UsageError(f"{cfg.selection.model}: stage-1 model not found (make it with "
+                         f"`mixcpt cpt configs/cpt-tiny.yaml --out {cfg.selection.model}`)")
+    _check_writable_dir(Path(cfg.output_dir))
+    return cfg
+
+
+def cmd_select(args) -> None:
+    from .selection import SELECTION_FILE, run_selection
+
+    cfg = _align_config(args.config, args.out, args.model, args.n)
+    try:
+        r = run_selection(cfg.selection, out_dir=cfg.output_dir, root=_repo_root())
+    except (FileNotFoundError, OSError) as e:  # model directory without weights, unreadable files
+        raise UsageError(str(e).splitlines()[0]) from None
+    for part in ("sft", "dpo"):
+        chosen = [r[part]["scores"][i] for i in r[part]["selected"]]
+        print(f"{part}: selected {len(chosen)} of {len(r[part]['scores'])} by {cfg.selection.score} "
+              f"(scores {min(chosen):.4f} .. {max(chosen):.4f}; pool median "
+              f"{sorted(r[part]['scores'])[len(r[part]['scores']) // 2]:.4f})")
+    print(f"wrote {Path(cfg.output_dir) / SELECTION_FILE}")
+
+
+def cmd_align(args) -> None:
+    from .alignment import align_rows, format_align_table, run_align
+
+    cfg = _align_config(args.config, args.out, args.model, args.n)
+    try:
+        info = run_align(cfg, root=_repo_root())
+    except (FileNotFoundError, OSError) as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+    print(format_align_table(align_rows(info)))
+    print(f"stage-2 model written to {cfg.output_dir} ({info['seconds']} s)")
+
+
 # -- reproduce -------------------------------------------------------------------------------------------------------
 def cmd_reproduce(args) -> None:
     from .reproduce import reproduce_base
@@ -283,6 +334,20 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--student", default=None, help="cache-error: the stage-1 model")
     bn.add_argument("--teacher", default="checkpoints/base-tiny", help="cache-error: the original model")
     bn.set_defaults(func=cmd_bench)
+
+    sl = sub.add_parser("select", help="stage 2: score general samples under the stage-1 model and select N")
+    sl.add_argument("config", help="YAML with AlignConfig fields (its selection section), e.g. configs/align-tiny.yaml")
+    sl.add_argument("--out", default=None, help="output directory (default: the config's output_dir)")
+    sl.add_argument("--model", default=None, help="stage-1 model directory (default: the config's selection.model)")
+    sl.add_argument("--n", type=_nonneg_int, default=None, help="select N instructions and N pairs (overrides n_sft, n_dpo)")
+    sl.set_defaults(func=cmd_select)
+
+    al = sub.add_parser("align", help="stage 2: selection -> SFT -> DPO with the chat template, then evaluation")
+    al.add_argument("config", help="YAML with AlignConfig fields, e.g. configs/align-tiny.yaml")
+    al.add_argument("--out", default=None, help="output directory (default: the config's output_dir)")
+    al.add_argument("--model", default=None, help="stage-1 model directory (default: the config's selection.model)")
+    al.add_argument("--n", type=_nonneg_int, default=None, help="select N instructions and N pairs (overrides n_sft, n_dpo)")
+    al.set_defaults(func=cmd_align)
 
     r = sub.add_parser("reproduce", help="the main job: world -> tokenizer -> base model -> evaluation -> figures/")
     r.add_argument("--profile", choices=sorted(PROFILES), default="tiny")

@@ -97,3 +97,74 @@ def document_perplexity(model, tokenizer, texts: list[str], batch_size: int = 64
     finally:
         model.train(was_training)
     return math.exp(total_nll / max(1, total_tokens))
+
+
+# -- chat format (stage 2) ---------------------------------------------------------------------------------------------
+def chat_prompt(tokenizer, question: str) -> str:
+    """The chat-template prompt for one user turn, ending with the generation prompt ``<|assistant|>\\n``.
+    It already starts with ``<|bos|>``: tokenise it with ``add_special_tokens=False``."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                         tokenize=False)
+
+
+def parse_assistant_turn(token_ids: list[int], tokenizer) -> dict:
+    """Judge one generated continuation of a chat prompt (token ids after the prompt, padding removed).
+
+    **Format compliance** (``well_formed``): the continuation is a well-formed assistant turn, i.e.
+      1. it contains the end-of-turn token ``<|end|>`` (within the generation budget), and
+      2. the tokens before the first ``<|end|>`` are non-empty, decode to non-blank text, and contain no special
+         token (no role token, ``<|bos|>``, ``<|eos|>`` or ``<|pad|>``).
+    Whatever follows the first ``<|end|>`` is ignored (generation stops there anyway).
+
+    Returns ``{"content": text before <|end|> (or all text if there is none), "ended": bool, "well_formed": bool}``.
+    """
+    from .tokenizer import end_of_turn_id
+
+    end = end_of_turn_id(tokenizer)
+    pad = tokenizer.pad_token_id
+    ids = [t for t in token_ids if t != pad]
+    ended = end in ids
+    body = ids[: ids.index(end)] if ended else ids
+    special = set(tokenizer.all_special_ids)
+    content = tokenizer.decode(body, skip_special_tokens=True)
+    well_formed = ended and bool(body) and not any(t in special for t in body) and bool(content.strip())
+    return {"content": content, "ended": ended, "well_formed": well_formed}
+
+
+@torch.no_grad()
+def generate_chat(model, tokenizer, questions: list[str], max_new_tokens: int = 12, batch_size: int = 64) -> list[dict]:
+    """Greedy assistant turns for ``questions`` in the chat format; each result is :func:`parse_assistant_turn`
+    plus ``raw`` (the continuation decoded *with* special tokens). Stops at ``<|end|>`` or ``<|eos|>``."""
+    from .tokenizer import end_of_turn_id
+
+    was_training = model.training
+    model.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    out: list[dict] = []
+    try:
+        for i in range(0, len(questions), batch_size):
+            prompts = [chat_prompt(tokenizer, q) for q in questions[i : i + batch_size]]
+            batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 eos_token_id=[tokenizer.eos_token_id, end_of_turn_id(tokenizer)],
+                                 pad_token_id=tokenizer.pad_token_id)
+            for row in gen[:, batch["input_ids"].shape[1] :].tolist():
+                r = parse_assistant_turn(row, tokenizer)
+                r["raw"] = tokenizer.decode([t for t in row if t != tokenizer.pad_token_id], skip_special_tokens=False)
+                out.append(r)
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return out
+
+
+def chat_qa_metrics(model, tokenizer, qa_items: list[dict], batch_size: int = 128, max_new_tokens: int = 12) -> dict:
+    """Chat-format QA on ``qa_items``: exact-match ``accuracy`` of the assistant turn's content (normalised as
+    :func:`normalize_answer`; a turn without ``<|end|>`` can still be right) and ``format_compliance`` = fraction of
+    well-formed turns (:func:`parse_assistant_turn`). Also ``n`` and the ``generations``."""
+    gens = generate_chat(model, tokenizer, [q["question"] for q in qa_items], max_new_tokens, batch_size)
+    hits = [normalize_answer(g["content"]) == normalize_answer(q["answer"]) for g, q in zip(gens, qa_items)]
+    n = max(1, len(gens))
+    return {"accuracy": sum(hits) / n, "format_compliance": sum(g["well_formed"] for g in gens) / n,
+            "n": len(gens), "generations": gens}

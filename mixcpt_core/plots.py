@@ -139,3 +139,50 @@ class LiveLossPlot(TrainerCallback):
     def on_train_end(self, args, state, control, **kw):
         if self.rows:
             self._draw()
+
+
+def plot_selection_scores(scores: list[float], selected: list[int], title: str = "", log: bool = True,
+                          path: str | Path | None = None):
+    """Histogram of stage-2 selection scores (e.g. response NLL under the stage-1 model) with the selected samples
+    drawn on top in another colour. ``log``: bins on a log scale (NLLs span several decades)."""
+    import numpy as np
+
+    s = np.asarray(scores, dtype=float)
+    sel = s[list(selected)]
+    lo, hi = max(s.min(), 1e-8), s.max()
+    bins = np.geomspace(lo, hi, 40) if log and hi > lo else 40
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.hist(s, bins=bins, color="tab:gray", alpha=0.6, label=f"all ({len(s)})")
+    ax.hist(sel, bins=bins, color="tab:orange", label=f"selected N = {len(sel)}")
+    if log:
+        ax.set_xscale("log")
+    ax.set(xlabel="score (lower = easier)", ylabel="samples", title=title or "stage-2 selection scores")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_dpo_rewards(history: list[dict], path: str | Path | None = None, title: str = "DPO"):
+    """DPO training curves from TRL's log history: loss, implicit rewards of chosen / rejected answers and their
+    margin (β·Δ log-ratio, batch mean) over steps."""
+    rows = [r for r in history if "rewards/margins" in r]
+    steps = [r["step"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
+    ax1.plot(steps, [r["loss"] for r in rows], color="tab:gray")
+    ax1.axhline(0.6931, ls=":", color="k", lw=0.8)  # -log σ(0): the loss when policy == reference
+    ax1.set(xlabel="step", ylabel="DPO loss", title="loss (dotted: log 2)")
+    for key, label in (("rewards/chosen", "chosen reward"), ("rewards/rejected", "rejected reward"),
+                       ("rewards/margins", "margin")):
+        ax2.plot(steps, [r[key] for r in rows], label=label)
+    ax2.axhline(0, color="k", lw=0.5)
+    ax2.set(xlabel="step", ylabel="β · log π/π_ref", title="implicit rewards")
+    ax2.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig

@@ -1,0 +1,184 @@
+"""Stage-2 sample selection: score general instructions and preference pairs under the stage-1 model, keep N.
+
+Mix-CPT's second stage teaches *format* (the chat template) from a few general samples. Samples the stage-1 model
+already finds easy carry little new knowledge, so fitting them can only teach the format. The score of a sample is
+its **response loss given the prompt**:
+
+* ``ppl`` (default): mean NLL of the response tokens given the prompt in the *plain* layout the model was trained on
+  in stage 1 (``Question: …`` / ``Answer: …``, :func:`mixcpt_core.data.flatten_messages`); ranking by mean NLL is
+  ranking by perplexity exp(mean NLL). For a preference pair the response is the *chosen* answer.
+* ``format_ratio``: (mean response NLL with the chat template) / (mean response NLL in the plain layout): how much
+  the unfamiliar template alone disturbs a response the model otherwise knows. The same response text is scored in
+  both contexts (content only, without the end-of-turn token, which is new to the model and would dominate).
+* ``random``: the random-N baseline (the scores are still computed, so they can be plotted).
+
+The N samples with the *lowest* score are selected (ties broken by dataset order). Scores are written next to the
+selection (``selection.json``) so that a notebook can plot them without a model.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .world import WorldConfig
+
+SCORES = ("ppl", "format_ratio", "random")
+SELECTION_FILE = "selection.json"
+
+
+@dataclass
+class SelectionConfig:
+    """Which samples stage 2 trains on. ``n_sft`` instructions and ``n_dpo`` preference pairs, chosen by ``score``."""
+
+    model: str = "runs/tiny/cpt"  # the stage-1 model that scores the samples (`mixcpt cpt configs/cpt-tiny.yaml`)
+    world: WorldConfig = field(default_factory=WorldConfig)  # the world whose general instructions/pairs are scored
+    n_sft: int = 64
+    n_dpo: int = 64
+    score: str = "ppl"  # ppl | format_ratio | random
+    batch_size: int = 64
+    seed: int = 0  # for score = random
+
+    def __post_init__(self):
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
+        for name in ("n_sft", "n_dpo", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+# -- scoring ---------------------------------------------------------------------------------------------------------
+def plain_pair(user: str, assistant: str) -> tuple[str, str]:
+    """(prompt, response) in the plain layout: ``"Question: u\\nAnswer:"`` and ``" a"``.
+
+    Split before the space so that prompt + response is exactly :func:`flatten_messages` of the turn and the
+    byte-level BPE tokenises the response as it does inside the full text (`` Amberfall`` is one token)."""
+    return f"Question: {user}\nAnswer:", f" {assistant}"
+
+
+def chat_pair(tokenizer, user: str, assistant: str) -> tuple[str, str]:
+    """(prompt, response) with the chat template: the generation prompt (which includes ``<|bos|>``) and the bare
+    answer content (no ``<|end|>``; see the module docstring)."""
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True,
+                                           tokenize=False)
+    return prompt, assistant
+
+
+def _encode_pair(tokenizer, prompt: str, response: str) -> tuple[list[int], int]:
+    """Token ids of prompt + response and the number of prompt tokens. The prompt gets BOS unless it already
+    starts with it (the chat template writes ``<|bos|>`` itself)."""
+    has_bos = tokenizer.bos_token and prompt.startswith(tokenizer.bos_token)
+    p = tokenizer(prompt, add_special_tokens=not has_bos).input_ids
+    r = tokenizer(response, add_special_tokens=False).input_ids
+    return p + r, len(p)
+
+
+@torch.no_grad()
+def response_nll(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 64,
+                 progress: bool = False) -> torch.Tensor:
+    """Mean next-token NLL of each response given its prompt; returns a float tensor of shape ``[n]``.
+
+    Per example: sum of ``-log p(r_t | prompt, r_<t)`` over the response tokens divided by their number (a token
+    mean within the example, not over the batch). Batches are right-padded; padding never enters a sum.
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for i in tqdm(range(0, len(prompts), batch_size), desc="score", disable=not progress, leave=False):
+            chunk = zip(prompts[i : i + batch_size], responses[i : i + batch_size])
+            enc = [_encode_pair(tokenizer, p, r) for p, r in chunk]
+            width = max(len(ids) for ids, _ in enc)
+            ids = torch.full((len(enc), width), tokenizer.pad_token_id)
+            mask = torch.zeros((len(enc), width), dtype=torch.long)
+            is_response = torch.zeros((len(enc), width), dtype=torch.bool)  # [B, T]: token t belongs to the response
+            for row, (e, n_prompt) in enumerate(enc):
+                ids[row, : len(e)] = torch.tensor(e)
+                mask[row, : len(e)] = 1
+                is_response[row, n_prompt : len(e)] = True
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
+            # position t-1 predicts token t: shift so that row [:, t] is the loss of token t+1
+            nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:].to(model.device), reduction="none")
+            target = is_response[:, 1:].to(model.device)  # [B, T-1]
+            out.append(((nll * target).sum(1) / target.sum(1).clamp(min=1)).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def record_turn(record: dict) -> tuple[str, str]:
+    """(user, assistant) of an instruction record (``messages``) or a preference pair (``prompt``, ``chosen``)."""
+    if "messages" in record:
+        user = next(m["content"] for m in record["messages"] if m["role"] == "user")
+        return user, next(m["content"] for m in record["messages"] if m["role"] == "assistant")
+    return record["prompt"], record["chosen"]
+
+
+def score_records(model, tokenizer, records: list[dict], score: str = "ppl", batch_size: int = 64,
+                  progress: bool = True) -> list[float]:
+    """One score per record (lower = easier), see the module docstring. ``random`` scores like ``ppl``."""
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    turns = [record_turn(r) for r in records]
+    plain = response_nll(model, tokenizer, *zip(*[plain_pair(u, a) for u, a in turns]), batch_size=batch_size,
+                         progress=progress) if turns else torch.zeros(0)
+    if score != "format_ratio":
+        return plain.tolist()
+    chat = response_nll(model, tokenizer, *zip(*[chat_pair(tokenizer, u, a) for u, a in turns]),
+                        batch_size=batch_size, progress=progress)
+    return (chat / plain.clamp(min=1e-6)).tolist()
+
+
+def select_easy_samples(scores: list[float], n: int, method: str = "lowest", seed: int = 0) -> list[int]:
+    """Indices of the ``n`` samples to train on, in ascending score order (``lowest``) or in a seeded random order
+    (``random``). Ties are broken by index, so the result is deterministic. ``n`` larger than the pool takes all."""
+    if method == "random":
+        return random.Random(seed).sample(range(len(scores)), min(n, len(scores)))
+    if method != "lowest":
+        raise ValueError(f"method must be 'lowest' or 'random', got {method!r}")
+    return sorted(range(len(scores)), key=lambda i: (scores[i], i))[:n]
+
+
+# -- the whole selection step ------------------------------------------------------------------------------------------
+def run_selection(cfg: SelectionConfig, model=None, tokenizer=None, out_dir: str | Path | None = None,
+                  root: str | Path = ".") -> dict:
+    """Score every general instruction and preference pair of ``cfg.world`` and select ``n_sft`` / ``n_dpo`` of
+    them. Returns ``{"config", "sft": {...}, "dpo": {...}}`` where each part has ``ids``, ``kinds``, ``scores``
+    (every record, dataset order) and ``selected`` (indices); written to ``out_dir/selection.json`` if given."""
+    from .config import to_dict
+    from .models import load_causal_lm
+    from .world import generate_world
+
+    if model is None:
+        path = Path(root) / cfg.model
+        model, tokenizer = load_causal_lm(path if path.exists() else cfg.model)
+    world = generate_world(cfg.world)
+    method = "random" if cfg.score == "random" else "lowest"
+    result = {"config": to_dict(cfg)}
+    for part, records, n in (("sft", world.instructions, cfg.n_sft), ("dpo", world.preferences, cfg.n_dpo)):
+        scores = score_records(model, tokenizer, records, cfg.score, cfg.batch_size)
+        result[part] = {"ids": [r["id"] for r in records], "kinds": [r["kind"] for r in records], "scores": scores,
+                        "selected": select_easy_samples(scores, n, method, cfg.seed)}
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / SELECTION_FILE).write_text(json.dumps(result) + "\n", encoding="utf-8")
+    return result
+
+
+def selected_records(world, selection: dict) -> tuple[list[dict], list[dict]]:
+    """The selected instruction records and preference pairs of ``world`` (in selection order)."""
+    return ([world.instructions[i] for i in selection["sft"]["selected"]],
+            [world.preferences[i] for i in selection["dpo"]["selected"]])
+
+
+def load_selection(path: str | Path) -> dict:
+    """Read ``selection.json`` (a file or the directory holding it)."""
+    path = Path(path)
+    return json.loads((path / SELECTION_FILE if path.is_dir() else path).read_text(encoding="utf-8"))

@@ -1,0 +1,207 @@
+"""Stage 2: assistant-only SFT labels, DPO loss parity with a hand computation, short SFT/DPO runs (full and LoRA)."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from mixcpt_core.alignment import (AlignConfig, DPOSettings, SFTSettings, completion_logps, dpo_dataset,
+                                   dpo_loss_from_scratch, dpo_sigmoid_loss, make_dpo_trainer, make_sft_trainer,
+                                   run_align, sft_dataset)
+from mixcpt_core.models import load_causal_lm
+
+from .conftest import ROOT
+
+BASE = str(ROOT / "checkpoints" / "base-tiny")
+STEP = dict(batch_size=4, warmup_steps=0, learning_rate=1e-3)
+
+
+@pytest.fixture()
+def base():
+    model, tok = load_causal_lm(BASE)
+    return model, tok
+
+
+def _batch(trainer):
+    return {k: v for k, v in next(iter(trainer.get_train_dataloader())).items()}
+
+
+def test_sft_labels_are_assistant_tokens_only(base, tmp_path):
+    model, tok = base
+    rec = {"messages": [{"role": "user", "content": "Who was born earlier, Ada Barbrook or Bram Caldahl?"},
+                        {"role": "assistant", "content": "Ada Barbrook"}]}
+    trainer = make_sft_trainer(model, tok, sft_dataset([rec]), SFTSettings(max_steps=1, batch_size=1), tmp_path)
+    batch = _batch(trainer)
+    # independent reference: tokenise the template's pieces by hand
+    prompt = tok("<|bos|><|user|>\n" + rec["messages"][0]["content"] + "<|end|>\n<|assistant|>\n",
+                 add_special_tokens=False).input_ids
+    answer = tok("Ada Barbrook<|end|>", add_special_tokens=False).input_ids
+    tail = tok("\n", add_special_tokens=False).input_ids
+    assert batch["input_ids"][0].tolist() == prompt + answer + tail
+    assert batch["labels"][0].tolist() == [-100] * len(prompt) + answer + [-100] * len(tail)
+    assert answer[-1] == tok.convert_tokens_to_ids("<|end|>")  # the end-of-turn token is trained on
+
+
+def test_dpo_loss_matches_hand_computation(base, sample_world, tmp_path):
+    model, tok = base
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    with torch.no_grad():  # make policy != reference so that the log-ratios are not all zero
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    beta = 0.3
+    trainer = make_dpo_trainer(model, tok, dpo_dataset(sample_world.preferences[:4]),
+                               DPOSettings(max_steps=1, beta=beta, **STEP), tmp_path, ref_model=ref)
+    batch = _batch(trainer)
+    model.eval()
+    trl_loss = trainer.compute_loss(model, batch).item()
+    trl_margin = trainer._metrics["eval"]["rewards/margins"][-1]  # model.eval() -> "eval"
+    mine = dpo_loss_from_scratch(model, ref, batch, beta)
+    # and by hand from the definition, per pair, in float64
+    pi = completion_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]).double()
+    rf = completion_logps(ref, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]).double()
+    d = [(pi[i] - rf[i]) - (pi[i + 4] - rf[i + 4]) for i in range(4)]
+    hand = sum(torch.log1p(torch.exp(-beta * x)).item() for x in d) / 4
+    assert abs(mine["loss"].item()) > 1e-3 and abs(mine["margin"].item()) > 1e-4
+    assert trl_loss == pytest.approx(hand, rel=1e-4)
+    assert mine["loss"].item() == pytest.approx(hand, rel=1e-4)
+    assert trl_margin == pytest.approx(mine["margin"].item(), rel=1e-3, abs=1e-6)
+
+
+def test_two_sft_steps_change_parameters_and_lower_the_loss(base, sample_world, tmp_path):
+    model, tok = base
+    trainer = make_sft_trainer(model, tok, sft_dataset(sample_world.instructions[:4]),
+                               SFTSettings(max_steps=2, **STEP), tmp_path)
+    batch = _batch(trainer)  # the whole training set: 4 records, one batch
+    before = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        loss0 = model(**batch).loss.item()
+    trainer.train()
+    with torch.no_grad():
+        loss1 = model.eval()(**batch).loss.item()
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert loss1 < loss0
+
+
+def test_two_dpo_steps_change_parameters_and_lower_the_loss(base, sample_world, tmp_path):
+    model, tok = base
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    trainer = make_dpo_trainer(model, tok, dpo_dataset(sample_world.preferences[:4]),
+                               DPOSettings(max_steps=2, **STEP), tmp_path, ref_model=ref)
+    batch = _batch(trainer)
+    before = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        loss0 = dpo_loss_from_scratch(model.eval(), ref, batch, 0.1)["loss"].item()
+    assert loss0 == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-5)  # policy == reference: -log σ(0)
+    trainer.train()
+    with torch.no_grad():
+        loss1 = dpo_loss_from_scratch(model.eval(), ref, batch, 0.1)["loss"].item()
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert loss1 < loss0
+
+
+def test_lora_dpo_reference_is_the_adapter_disabled(base, sample_world, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = base
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                             task_type="CAUSAL_LM"))
+    with torch.no_grad():  # a trained adapter (B != 0): reference (adapter off) and policy now differ
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    trainer = make_dpo_trainer(model, tok, dpo_dataset(sample_world.preferences[:4]),
+                               DPOSettings(max_steps=2, **STEP), tmp_path)
+    assert "ref" not in model.peft_config
+    batch = _batch(trainer)
+    model.eval()
+    trl_loss = trainer.compute_loss(model, batch).item()
+    args = (batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    with torch.no_grad():
+        pi = completion_logps(model, *args)
+        with model.disable_adapter():
+            rf = completion_logps(model, *args)
+    hand = dpo_sigmoid_loss(pi, rf, 0.1)["loss"].item()
+    assert abs(hand - torch.log(torch.tensor(2.0)).item()) > 1e-4
+    assert trl_loss == pytest.approx(hand, rel=1e-4)
+    lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    base_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    trainer.train()
+    params = dict(model.named_parameters())
+    assert any(not torch.equal(v, params[n]) for n, v in lora_before.items())
+    assert all(torch.equal(v, params[n]) for n, v in base_before.items())  # the stage-1 weights stay frozen
+
+
+def test_run_align_end_to_end_writes_safetensors_and_metrics(sample_world, tmp_path):
+    from mixcpt_core.selection import SelectionConfig
+    from mixcpt_core.world import WORLD_PRESETS
+
+    cfg = AlignConfig(selection=SelectionConfig(model=BASE, world=WORLD_PRESETS["sample"], n_sft=4, n_dpo=4),
+                      sft=SFTSettings(max_steps=2, batch_size=4), dpo=DPOSettings(max_steps=2, batch_size=4),
+                      eval_questions=8, output_dir=str(tmp_path / "align"))
+    info = run_align(cfg)
+    out = tmp_path / "align"
+    assert (out / "model.safetensors").exists() and (out / "sft" / "model.safetensors").exists()
+    saved = json.loads((out / "mixcpt_align.json").read_text())
+    assert set(saved["metrics"]) == {"before", "sft", "dpo"} and saved["metrics"]["before"]["n"] == 8
+    assert len(json.loads((out / "selection.json").read_text())["sft"]["selected"]) == 4
+    assert [r["step"] for r in info["dpo_history"]] == [1, 2]
+
+
+def test_format_compliance_definition(base):
+    from mixcpt_core.evaluation import parse_assistant_turn
+
+    _, tok = base
+    ids = lambda s: tok(s, add_special_tokens=False).input_ids  # noqa: E731
+    assert parse_assistant_turn(ids("Amberfall<|end|>"), tok) == {"content": "Amberfall", "ended": True,
+                                                                  "well_formed": True}
+    assert parse_assistant_turn(ids("Amberfall<|end|>\n<|user|>"), tok)["well_formed"]  # after <|end|>: ignored
+    assert not parse_assistant_turn(ids("Answer: Amberfall"), tok)["well_formed"]  # never ends the turn
+    assert not parse_assistant_turn(ids("<|end|>"), tok)["well_formed"]  # empty turn
+    assert not parse_assistant_turn(ids("<|assistant|>\nAmberfall<|end|>"), tok)["well_formed"]  # role token inside
+    assert not parse_assistant_turn(ids("Amberfall<|eos|>"), tok)["well_formed"]
+
+
+def test_plots_draw(tmp_path):
+    from mixcpt_core.plots import plot_dpo_rewards, plot_selection_scores
+
+    plot_selection_scores([0.1, 0.2, 3.0, 0.01], [3, 0], path=tmp_path / "s.png")
+    h = [{"step": i, "loss": 0.7 - 0.1 * i, "rewards/chosen": 0.1 * i, "rewards/rejected": -0.1 * i,
+          "rewards/margins": 0.2 * i} for i in range(1, 4)]
+    plot_dpo_rewards(h, path=tmp_path / "d.png")
+    assert (tmp_path / "s.png").stat().st_size > 0 and (tmp_path / "d.png").stat().st_size > 0
+
+
+def test_leading_space_makes_answers_the_plain_text_tokens(base):
+    _, tok = base
+    msgs = [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "Arcwright"}]
+    row = sft_dataset([{"messages": msgs}], leading_space=True)[0]
+    assert row["messages"][1]["content"] == " Arcwright" and row["messages"][0]["content"] == "Q?"
+    plain = tok("Answer: Arcwright").input_ids[-1]  # the token the base model learned answers with
+    chat = tok.apply_chat_template(row["messages"], tokenize=False)
+    assert plain in tok(chat, add_special_tokens=False).input_ids
+    pair = dpo_dataset([{"prompt": "Q?", "chosen": "a", "rejected": "b"}], leading_space=True)[0]
+    assert pair["chosen"][0]["content"] == " a" and pair["rejected"][0]["content"] == " b"
+
+
+def test_align_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="reference"):
+        DPOSettings(reference="base")
+    with pytest.raises(ValueError, match="max_steps"):
+        SFTSettings(max_steps=0)
+
+
+def test_run_align_with_lora_saves_a_merged_model(tmp_path):
+    from mixcpt_core.cpt import LoraSettings
+    from mixcpt_core.selection import SelectionConfig
+    from mixcpt_core.world import WORLD_PRESETS
+
+    cfg = AlignConfig(selection=SelectionConfig(model=BASE, world=WORLD_PRESETS["sample"], n_sft=4, n_dpo=4),
+                      sft=SFTSettings(max_steps=2, batch_size=4), dpo=DPOSettings(max_steps=2, batch_size=4),
+                      lora=LoraSettings(r=4, alpha=8), init_chat_tokens=False,  # only the adapter may change weights
+                      eval_questions=4, output_dir=str(tmp_path / "lora"))
+    run_align(cfg)
+    merged, _ = load_causal_lm(tmp_path / "lora")  # plain safetensors: no adapter files needed to load it
+    base, _ = load_causal_lm(BASE)
+    assert not any(k.startswith("base_model") or "lora" in k for k in merged.state_dict())
+    assert any(not torch.equal(v, merged.state_dict()[k]) for k, v in base.state_dict().items())
