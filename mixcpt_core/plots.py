@@ -8,6 +8,15 @@ import matplotlib.pyplot as plt
 from transformers import TrainerCallback
 
 
+def _finish(fig, path):
+    """Lay the figure out, save it to ``path`` (creating its folder) when given, and return it."""
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig
+
+
 def plot_base_training(history: list[dict], path: str | Path | None = None, title: str = "Base model pre-training"):
     """Training loss (left axis) and plain-format QA accuracy on seen / held-out general facts (right panel).
 
@@ -24,11 +33,7 @@ def plot_base_training(history: list[dict], path: str | Path | None = None, titl
     ax2.set(xlabel="step", ylabel="exact match", ylim=(0, 1.02), title="plain-format QA accuracy")
     ax2.legend(loc="lower right", fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_swap(view: dict, tokens: list[str], label: str, title: str = "", path: str | Path | None = None):
@@ -43,10 +48,7 @@ def plot_swap(view: dict, tokens: list[str], label: str, title: str = "", path: 
     # log scale: the teacher is often near-certain, and the small probabilities are the "dark knowledge" the swap keeps
     ax.set(ylabel="probability (log scale)", yscale="log", ylim=(1e-6, 2), title=title or "logit swap at one position")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_cpt_runs(histories: dict[str, list[dict]], path: str | Path | None = None):
@@ -63,10 +65,7 @@ def plot_cpt_runs(histories: dict[str, list[dict]], path: str | Path | None = No
         if "qa" in key:
             ax.set_ylim(0, 1)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_mix_composition(composition: dict, path: str | Path | None = None, compare: dict | None = None,
@@ -94,11 +93,7 @@ def plot_mix_composition(composition: dict, path: str | Path | None = None, comp
     ax2.axvline(1, color="gray", lw=0.8, ls="--")
     ax2.set(xlabel="repeat factor (x one pass)")
     fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish(fig, path)
 
 
 class LiveLossPlot(TrainerCallback):
@@ -158,11 +153,7 @@ def plot_selection_scores(scores: list[float], selected: list[int], title: str =
         ax.set_xscale("log")
     ax.set(xlabel="score (lower = easier)", ylabel="samples", title=title or "stage-2 selection scores")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_dpo_rewards(history: list[dict], path: str | Path | None = None, title: str = "DPO"):
@@ -181,8 +172,4 @@ def plot_dpo_rewards(history: list[dict], path: str | Path | None = None, title:
     ax2.set(xlabel="step", ylabel="β · log π/π_ref", title="implicit rewards")
     ax2.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish(fig, path)
