@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 
-from .cpt import LoraSettings
+from .cpt import LoraSettings, frozen_copy
 from .selection import SelectionConfig
 
 ALIGN_INFO_FILE = "mixcpt_align.json"
@@ -229,10 +229,6 @@ def init_chat_token_embeddings(model, tokenizer) -> list[int]:
 
 
 # -- stage 2 end to end ----------------------------------------------------------------------------------------------
-def frozen(model):
-    return copy.deepcopy(model).eval().requires_grad_(False)
-
-
 def evaluate_chat(model, tokenizer, qa_items: list[dict]) -> dict:
     """Held-out general QA in the chat format: accuracy and format compliance (and 8 example generations)."""
     from .evaluation import chat_qa_metrics
@@ -274,7 +270,7 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
     metrics = {"before": evaluate_chat(model, tokenizer, qa)}
     if cfg.init_chat_tokens:
         init_chat_token_embeddings(model, tokenizer)
-    stage1 = frozen(model) if cfg.lora is None else None
+    stage1 = frozen_copy(model) if cfg.lora is None else None
     set_seed(cfg.seed)
     if cfg.lora is not None:
         from peft import LoraConfig, get_peft_model
@@ -288,7 +284,7 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
     _save(model, tokenizer, out / "sft", cfg.lora is not None)
 
     if cfg.dpo.reference == "sft":
-        ref = frozen(model) if cfg.lora is None else None
+        ref = frozen_copy(model) if cfg.lora is None else None
         if cfg.lora is not None:  # reference = the SFT'd model: merge the SFT adapter, start a fresh one for DPO
             model = model.merge_and_unload()
             from peft import LoraConfig, get_peft_model

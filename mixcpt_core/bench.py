@@ -17,7 +17,6 @@ the model, teacher and batch were set up (what the step itself adds, optimizer s
 
 from __future__ import annotations
 
-import copy
 import json
 import resource
 import statistics
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from .cpt import frozen_copy
 from .losses import CachedTeacher, OnlineTeacher, chunked_lssd, supervised_rows, swap_top1_with_label, teacher_topk_stats
 from .models import SIZE_PRESETS
 
@@ -63,7 +63,7 @@ def run_variant(variant: str, setting: str, steps: int = 6, warmup: int = 2, chu
     cfg = LlamaConfig(vocab_size=s["vocab"], max_position_embeddings=s["seq"], tie_word_embeddings=True,
                       **SIZE_PRESETS[s["preset"]])
     model = LlamaForCausalLM(cfg).train()
-    teacher = copy.deepcopy(model).eval().requires_grad_(False) if variant in ("naive", "chunked", "cached") else None
+    teacher = frozen_copy(model) if variant in ("naive", "chunked", "cached") else None
     ids = torch.randint(0, s["vocab"], (s["batch"], s["seq"]))
     labels = ids.clone()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

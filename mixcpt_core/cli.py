@@ -106,6 +106,7 @@ def cmd_pretrain_base(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    from .evaluation import format_base_table
     from .training import evaluate_base, load_base_checkpoint
     from .world import WorldConfig, generate_world
 
@@ -119,18 +120,6 @@ def cmd_evaluate(args) -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def format_base_table(m: dict) -> str:
-    """Markdown table of a base model's metrics (the keys of :func:`mixcpt_core.training.evaluate_base`)."""
-    rows = [
-        ("plain QA, seen general facts (trained)", f"{m['general_seen_qa_acc']:.3f}"),
-        ("plain QA, held-out general facts (never trained)", f"{m['general_heldout_qa_acc']:.3f}"),
-        ("plain QA, domain facts (not yet learned)", f"{m['domain_qa_acc']:.3f}"),
-        ("perplexity, held-out general documents", f"{m['general_eval_doc_ppl']:.2f}"),
-        ("perplexity, held-out domain documents", f"{m['domain_eval_doc_ppl']:.2f}"),
-    ]
-    return "| metric | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
 
 
 # -- stage-1 data ----------------------------------------------------------------------------------------------------

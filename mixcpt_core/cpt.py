@@ -101,7 +101,7 @@ class LSSDTrainer(Trainer):
         if lssd.teacher == "frozen_copy" and lssd.lam > 0 and teacher_model is None:
             raise ValueError("lssd.teacher = frozen_copy needs teacher_model")
 
-    def _teacher_target(self, model, inputs, rows, labels):
+    def _teacher_target(self, model, inputs, rows):
         cfg = self.lssd
         if cfg.teacher == "cached":
             if STAT_COLUMNS[0] not in inputs:
@@ -130,7 +130,7 @@ class LSSDTrainer(Trainer):
         labels = inputs["labels"]
         hidden = final_hidden(model, inputs["input_ids"], inputs.get("attention_mask"))
         h, y, rows = supervised_rows(hidden, labels)
-        teacher = self._teacher_target(model, inputs, rows, labels) if self.lssd.lam > 0 else None
+        teacher = self._teacher_target(model, inputs, rows) if self.lssd.lam > 0 else None
         out = chunked_lssd(h, causal_lm(model).get_output_embeddings(), y, teacher, lam=self.lssd.lam,
                            tau=self.lssd.tau, swap=self.lssd.swap, chunk_size=self.lssd.chunk_size,
                            num_items=num_items_in_batch)

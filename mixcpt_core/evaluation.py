@@ -23,30 +23,38 @@ def normalize_answer(text: str) -> str:
 
 
 @torch.no_grad()
-def generate_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = 8, batch_size: int = 64,
-                    stop_token_ids: list[int] | None = None, progress: bool = False) -> list[str]:
-    """Greedy continuations of ``prompts`` (decoded without special tokens), batched with left padding.
+def generate_new_tokens(model, tokenizer, prompts: list[str], max_new_tokens: int = 8, batch_size: int = 64,
+                        stop_token_ids: list[int] | None = None, add_special_tokens: bool = True,
+                        progress: bool = False) -> list[list[int]]:
+    """Greedy generation, batched with left padding: per prompt, the new token ids (padded with PAD after a stop).
 
-    Prompts are tokenised as the tokenizer does by default (BOS first). Generation stops at EOS or any of
-    ``stop_token_ids``.
+    ``add_special_tokens=False`` for prompts that carry their own BOS (chat-template output). Generation stops at
+    EOS or any of ``stop_token_ids``.
     """
     was_training = model.training
     model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     eos = [tokenizer.eos_token_id] + list(stop_token_ids or [])
-    out: list[str] = []
+    out: list[list[int]] = []
     try:
         for i in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress, leave=False):
-            batch = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True).to(model.device)
+            batch = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True,
+                              add_special_tokens=add_special_tokens).to(model.device)
             gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
                                  pad_token_id=tokenizer.pad_token_id)
-            new = gen[:, batch["input_ids"].shape[1] :]
-            out += tokenizer.batch_decode(new, skip_special_tokens=True)
+            out += gen[:, batch["input_ids"].shape[1] :].tolist()
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
     return out
+
+
+def generate_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = 8, batch_size: int = 64,
+                    stop_token_ids: list[int] | None = None, progress: bool = False) -> list[str]:
+    """Greedy continuations of ``prompts`` (tokenised with BOS first), decoded without special tokens."""
+    new = generate_new_tokens(model, tokenizer, prompts, max_new_tokens, batch_size, stop_token_ids, progress=progress)
+    return tokenizer.batch_decode(new, skip_special_tokens=True)
 
 
 def plain_qa_accuracy(model, tokenizer, qa_items: list[dict], batch_size: int = 128) -> dict:
@@ -137,25 +145,14 @@ def generate_chat(model, tokenizer, questions: list[str], max_new_tokens: int = 
     plus ``raw`` (the continuation decoded *with* special tokens). Stops at ``<|end|>`` or ``<|eos|>``."""
     from .tokenizer import end_of_turn_id
 
-    was_training = model.training
-    model.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
+    prompts = [chat_prompt(tokenizer, q) for q in questions]
+    rows = generate_new_tokens(model, tokenizer, prompts, max_new_tokens, batch_size,
+                               stop_token_ids=[end_of_turn_id(tokenizer)], add_special_tokens=False)
     out: list[dict] = []
-    try:
-        for i in range(0, len(questions), batch_size):
-            prompts = [chat_prompt(tokenizer, q) for q in questions[i : i + batch_size]]
-            batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 eos_token_id=[tokenizer.eos_token_id, end_of_turn_id(tokenizer)],
-                                 pad_token_id=tokenizer.pad_token_id)
-            for row in gen[:, batch["input_ids"].shape[1] :].tolist():
-                r = parse_assistant_turn(row, tokenizer)
-                r["raw"] = tokenizer.decode([t for t in row if t != tokenizer.pad_token_id], skip_special_tokens=False)
-                out.append(r)
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
+    for row in rows:
+        r = parse_assistant_turn(row, tokenizer)
+        r["raw"] = tokenizer.decode([t for t in row if t != tokenizer.pad_token_id], skip_special_tokens=False)
+        out.append(r)
     return out
 
 
@@ -168,3 +165,15 @@ def chat_qa_metrics(model, tokenizer, qa_items: list[dict], batch_size: int = 12
     n = max(1, len(gens))
     return {"accuracy": sum(hits) / n, "format_compliance": sum(g["well_formed"] for g in gens) / n,
             "n": len(gens), "generations": gens}
+
+
+def format_base_table(m: dict) -> str:
+    """Markdown table of a base model's metrics (the keys of :func:`mixcpt_core.training.evaluate_base`)."""
+    rows = [
+        ("plain QA, seen general facts (trained)", f"{m['general_seen_qa_acc']:.3f}"),
+        ("plain QA, held-out general facts (never trained)", f"{m['general_heldout_qa_acc']:.3f}"),
+        ("plain QA, domain facts (not yet learned)", f"{m['domain_qa_acc']:.3f}"),
+        ("perplexity, held-out general documents", f"{m['general_eval_doc_ppl']:.2f}"),
+        ("perplexity, held-out domain documents", f"{m['domain_eval_doc_ppl']:.2f}"),
+    ]
+    return "| metric | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)

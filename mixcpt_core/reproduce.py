@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from .evaluation import format_base_table
 from .plots import plot_base_training
 from .tokenizer import train_tokenizer
 from .training import BasePretrainConfig, evaluate_base, load_base_checkpoint, pretrain_base
@@ -43,8 +44,6 @@ def reproduce_base(cfg: BasePretrainConfig, shipped: Path, figures: Path, run_di
     figures.mkdir(parents=True, exist_ok=True)
     (figures / "base_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     plot_base_training(info["history"], figures / "base_training.png")
-    from .cli import format_base_table
-
     table = format_base_table(metrics)
     (figures / "base_model.md").write_text(table + "\n", encoding="utf-8")
     print(f"[4/4] evaluation -> {figures}/base_metrics.json, base_model.md, base_training.png\n")
