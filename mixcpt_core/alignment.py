@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,6 +34,8 @@ from .selection import SelectionConfig
 
 ALIGN_INFO_FILE = "mixcpt_align.json"
 REFERENCES = ("stage1", "sft")
+TRAINER_DIRS = ("trainer-sft", "trainer-dpo")  # run_align's Trainer checkpoints, one directory per trainer
+CHECKPOINTS_PER_TRAINER = 4  # a rerun after an interruption loses at most a quarter of the SFT or DPO steps
 
 
 @dataclass
@@ -121,38 +125,50 @@ def dpo_dataset(pairs: list[dict], leading_space: bool = False) -> Dataset:
                               for p in pairs])
 
 
-def _common_args(out: Path, s, seed: int) -> dict:
+def _common_args(out: Path, s, seed: int, checkpoints: bool = False) -> dict:
+    """Trainer arguments shared by SFT and DPO. ``checkpoints``: write :data:`CHECKPOINTS_PER_TRAINER` Trainer
+    checkpoints (the last at the final step; only the newest is kept) into ``out``, for a rerun to resume from."""
+    saving = (dict(save_strategy="steps", save_steps=max(1, math.ceil(s.max_steps / CHECKPOINTS_PER_TRAINER)),
+                   save_total_limit=1) if checkpoints else dict(save_strategy="no"))
     return dict(output_dir=str(out), max_steps=s.max_steps, per_device_train_batch_size=s.batch_size,
                 learning_rate=s.learning_rate, warmup_steps=s.warmup_steps, lr_scheduler_type="cosine",
-                max_length=s.max_length, logging_steps=1, save_strategy="no", report_to=[], seed=seed,
+                max_length=s.max_length, logging_steps=1, report_to=[], seed=seed, **saving,
+                logging_nan_inf_filter=False,  # log a NaN loss as NaN (FiniteGuard stops on it); changes no finite run
                 data_seed=seed, bf16=False, gradient_checkpointing=False,  # tiny model: memory is not the issue
                 use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, disable_tqdm=True)
 
 
 # -- trainers --------------------------------------------------------------------------------------------------------
 def _quiet(trainer):
-    """No per-step log lines (they stay in ``trainer.state.log_history``): a notebook cell stays readable."""
+    """No per-step log lines (they stay in ``trainer.state.log_history``): a notebook cell stays readable. Also adds
+    the NaN/inf guard (:class:`mixcpt_core.training.FiniteGuard`)."""
     from transformers.trainer_callback import PrinterCallback
 
+    from .training import FiniteGuard
+
     trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(FiniteGuard())
     return trainer
 
 
-def make_sft_trainer(model, tokenizer, dataset: Dataset, s: SFTSettings, out: str | Path, seed: int = 0):
-    """A ``trl.SFTTrainer`` that trains on assistant tokens only (the chat template's generation block)."""
+def make_sft_trainer(model, tokenizer, dataset: Dataset, s: SFTSettings, out: str | Path, seed: int = 0,
+                     checkpoints: bool = False):
+    """A ``trl.SFTTrainer`` that trains on assistant tokens only (the chat template's generation block);
+    ``checkpoints``: write Trainer checkpoints into ``out`` (see :func:`_common_args`)."""
     from trl import SFTConfig, SFTTrainer
 
     from .sources import quiet_datasets
 
     with warnings.catch_warnings(), quiet_datasets():
         warnings.simplefilter("ignore", FutureWarning)  # transformers 5 renames gradient_checkpointing
-        args = SFTConfig(**_common_args(Path(out), s, seed), assistant_only_loss=True, packing=False)
+        args = SFTConfig(**_common_args(Path(out), s, seed, checkpoints), assistant_only_loss=True, packing=False)
         return _quiet(SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer))
 
 
 def make_dpo_trainer(model, tokenizer, dataset: Dataset, s: DPOSettings, out: str | Path, ref_model=None,
-                     seed: int = 0):
-    """A ``trl.DPOTrainer`` with the sigmoid loss and ``beta = s.beta``.
+                     seed: int = 0, checkpoints: bool = False):
+    """A ``trl.DPOTrainer`` with the sigmoid loss and ``beta = s.beta`` (``checkpoints`` as in
+    :func:`make_sft_trainer`).
 
     ``ref_model``: a frozen model (full fine-tuning) or ``None`` for a PEFT ``model``, whose reference is then the
     model with its adapter *disabled*. TRL would otherwise copy an existing adapter into a "ref" adapter (the
@@ -167,7 +183,7 @@ def make_dpo_trainer(model, tokenizer, dataset: Dataset, s: DPOSettings, out: st
 
     with warnings.catch_warnings(), quiet_datasets():
         warnings.simplefilter("ignore", FutureWarning)
-        args = DPOConfig(**_common_args(Path(out), s, seed), beta=s.beta, loss_type=["sigmoid"])
+        args = DPOConfig(**_common_args(Path(out), s, seed, checkpoints), beta=s.beta, loss_type=["sigmoid"])
         trainer = _quiet(DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                                     processing_class=tokenizer))
     if ref_model is None and "ref" in model.peft_config:
@@ -247,20 +263,30 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
               tokenizer=None) -> dict:
     """Selection -> SFT -> DPO from the stage-1 model ``cfg.selection.model``; evaluates before, after SFT and after
     DPO. Writes ``selection.json``, ``sft/`` and the final model (safetensors) + ``mixcpt_align.json`` to
-    ``cfg.output_dir`` and returns the info dict (metrics, training histories, timings)."""
+    ``cfg.output_dir`` and returns the info dict (metrics, training histories, timings).
+
+    SFT and DPO write Trainer checkpoints into ``trainer-sft/`` and ``trainer-dpo/``. Rerunning after an
+    interruption loads a finished SFT, resumes the unfinished trainer from its last checkpoint and ends with the
+    same weights as an uninterrupted run; both directories are removed once the result is written."""
     from transformers import set_seed
 
     from .config import to_dict
     from .models import load_causal_lm
-    from .selection import run_selection, selected_records
+    from .selection import check_chat_template, check_pool_sizes, run_selection, selected_records, stage1_model
+    from .training import _last_checkpoint, train_or_resume
     from .world import generate_world
 
     t0 = time.time()
     root, out = Path(root), Path(cfg.output_dir)
-    if model is None:
-        path = root / cfg.selection.model
-        model, tokenizer = load_causal_lm(path if path.exists() else cfg.selection.model)
     world = generate_world(cfg.selection.world)
+    if selection is None:
+        check_pool_sizes(cfg.selection, world)  # before the model is loaded and before anything is written
+    if model is None:
+        location = stage1_model(cfg.selection, root)
+        check_chat_template(location)
+        model, tokenizer = load_causal_lm(location)
+    else:
+        check_chat_template(cfg.selection.model, tokenizer)
     qa = world.qa_split("general_heldout")
     qa = qa[: cfg.eval_questions] if cfg.eval_questions else qa
     if selection is None:
@@ -277,9 +303,10 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
 
         model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                                                  target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM"))
-    sft = make_sft_trainer(model, tokenizer, sft_dataset(sft_records, cfg.leading_space), cfg.sft,
-                           out / "trainer-sft", cfg.seed)
-    sft.train()
+    sft_dir, dpo_dir = (out / d for d in TRAINER_DIRS)
+    sft = make_sft_trainer(model, tokenizer, sft_dataset(sft_records, cfg.leading_space), cfg.sft, sft_dir,
+                           cfg.seed, checkpoints=True)
+    train_or_resume(sft, _last_checkpoint(sft_dir))  # a finished SFT is loaded, not run again
     metrics["sft"] = evaluate_chat(model, tokenizer, qa)
     _save(model, tokenizer, out / "sft", cfg.lora is not None)
 
@@ -295,15 +322,17 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
                                                      task_type="CAUSAL_LM"))
     else:
         ref = stage1  # None for LoRA: the adapter disabled is the stage-1 model
-    dpo = make_dpo_trainer(model, tokenizer, dpo_dataset(pairs, cfg.leading_space), cfg.dpo, out / "trainer-dpo",
-                           ref, cfg.seed)
-    dpo.train()
+    dpo = make_dpo_trainer(model, tokenizer, dpo_dataset(pairs, cfg.leading_space), cfg.dpo, dpo_dir, ref,
+                           cfg.seed, checkpoints=True)
+    train_or_resume(dpo, _last_checkpoint(dpo_dir))
     metrics["dpo"] = evaluate_chat(model, tokenizer, qa)
     _save(model, tokenizer, out, cfg.lora is not None)
 
     info = {"config": to_dict(cfg), "metrics": metrics, "n_sft": len(sft_records), "n_dpo": len(pairs),
             "sft_history": _history(sft), "dpo_history": _history(dpo), "seconds": round(time.time() - t0, 1)}
     (out / ALIGN_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    for d in (sft_dir, dpo_dir):  # the result is written: the checkpoints only served a rerun (and hold ~3x the model)
+        shutil.rmtree(d, ignore_errors=True)
     return info
 
 

@@ -6,7 +6,9 @@
     mixcpt mix configs/mix-tiny.yaml --out runs/tiny/mix   # stage-1 data D_MIX (--share domain=0.5 to sweep)
     mixcpt reproduce --profile tiny                  # the main job (`make reproduce`)
 
-Bad arguments or configs print one line ``mixcpt: error: …`` and exit with code 2, writing nothing.
+Bad arguments or configs (and missing files they name) print one line ``mixcpt: error: …`` and exit with code 2,
+writing nothing. A training run whose loss or weights become NaN/inf stops with one such line naming the step and the
+last good checkpoint, and exit code 1.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 PROFILES = {"tiny": "configs/base-tiny.yaml"}
 SHIPPED_BASE = {"tiny": "checkpoints/base-tiny"}
+REPRODUCE_CONFIGS = {"tiny": "configs/reproduce-tiny.yaml"}
 
 
 class UsageError(Exception):
@@ -105,21 +108,43 @@ def cmd_pretrain_base(args) -> None:
     print(f"base checkpoint written to {out}")
 
 
-def cmd_evaluate(args) -> None:
-    from .evaluation import format_base_table
-    from .training import evaluate_base, load_base_checkpoint
-    from .world import WorldConfig, generate_world
+def _model_world(model_dir: Path):
+    """The world a model was trained in, from its info file (base, stage 1 or stage 2), else the tiny world."""
+    from .config import from_dict, load_config
+    from .data import MixConfig
+    from .world import WorldConfig
 
+    for name, get in (("mixcpt_base.json", lambda c: c["world"]), ("mixcpt_align.json", lambda c: c["selection"]["world"]),
+                      ("mixcpt_cpt.json", lambda c: load_config(MixConfig, _repo_root() / c["mix"]).world)):
+        if (model_dir / name).exists():
+            world = get(json.loads((model_dir / name).read_text(encoding="utf-8"))["config"])
+            return world if isinstance(world, WorldConfig) else from_dict(WorldConfig, world, f"{model_dir / name}")
+    return WorldConfig()
+
+
+def cmd_evaluate(args) -> None:
+    from .evaluation import evaluate_model, format_metrics_table
+    from .models import has_chat_template, load_causal_lm
+    from .world import generate_world
+
+    model_dir = Path(args.model_dir)
+    if not (model_dir / "model.safetensors").exists():
+        raise UsageError(f"{model_dir}: no model.safetensors here (give a checkpoint directory)")
     try:
-        model, tokenizer, info = load_base_checkpoint(args.model_dir)
-    except (FileNotFoundError, OSError) as e:
-        raise UsageError(str(e)) from None
-    world = generate_world(WorldConfig(**info["config"]["world"]))
-    metrics = evaluate_base(model, tokenizer, world)
-    print(format_base_table(metrics))
+        chat = has_chat_template(model_dir)  # the tokenizer alone: refuse before the weights are loaded
+        if chat:
+            model, tokenizer = load_causal_lm(model_dir)
+    except Exception as e:  # missing config or tokenizer, corrupt weights: one line, not a traceback
+        raise UsageError(f"{model_dir}: cannot load the model ({(str(e).splitlines() or [type(e).__name__])[0]})") from None
+    if not chat:
+        raise UsageError(f"{model_dir}: the tokenizer has no chat template (the metrics use the chat format)")
+    world_cfg = _model_world(model_dir)
+    metrics = evaluate_model(model, tokenizer, generate_world(world_cfg), n_examples=args.examples)
+    print(f"{model_dir} on world {world_cfg.fingerprint()}:\n" + format_metrics_table(metrics))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
 
 
 # -- stage-1 data ----------------------------------------------------------------------------------------------------
@@ -171,7 +196,7 @@ def format_composition(c: dict) -> str:
 # -- stage 1 and benchmarks -----------------------------------------------------------------------------------------
 def cmd_cpt(args) -> None:
     from .config import ConfigError, load_config
-    from .cpt import CPTConfig, run_cpt
+    from .cpt import CPTConfig, check_cpt_inputs, run_cpt
 
     try:
         cfg = load_config(CPTConfig, args.config)
@@ -179,6 +204,10 @@ def cmd_cpt(args) -> None:
         raise UsageError(str(e)) from None
     if args.out:
         cfg = dataclasses.replace(cfg, output_dir=args.out)
+    try:
+        check_cpt_inputs(cfg)  # the files the config names: before a model is loaded (one error line, no progress bar)
+    except ConfigError as e:
+        raise UsageError(f"{args.config}: {e}") from None
     _check_writable_dir(Path(cfg.output_dir))
     print(f"stage-1 model written to {run_cpt(cfg)}")
 
@@ -244,9 +273,13 @@ def _align_config(path: str, out: str | None, model_dir: str | None = None, n: i
 def cmd_select(args) -> None:
     from .selection import SELECTION_FILE, run_selection
 
+    from .config import ConfigError
+
     cfg = _align_config(args.config, args.out, args.model, args.n)
     try:
         r = run_selection(cfg.selection, out_dir=cfg.output_dir, root=_repo_root())
+    except ConfigError as e:  # N larger than the pool, no chat template: checked before anything is written
+        raise UsageError(f"{args.config}: {e}") from None
     except (FileNotFoundError, OSError) as e:  # model directory without weights, unreadable files
         raise UsageError(str(e).splitlines()[0]) from None
     for part in ("sft", "dpo"):
@@ -260,9 +293,13 @@ def cmd_select(args) -> None:
 def cmd_align(args) -> None:
     from .alignment import align_rows, format_align_table, run_align
 
+    from .config import ConfigError
+
     cfg = _align_config(args.config, args.out, args.model, args.n)
     try:
         info = run_align(cfg, root=_repo_root())
+    except ConfigError as e:  # N larger than the pool, no chat template: checked before anything is written
+        raise UsageError(f"{args.config}: {e}") from None
     except (FileNotFoundError, OSError) as e:
         raise UsageError(str(e).splitlines()[0]) from None
     print(format_align_table(align_rows(info)))
@@ -271,12 +308,28 @@ def cmd_align(args) -> None:
 
 # -- reproduce -------------------------------------------------------------------------------------------------------
 def cmd_reproduce(args) -> None:
-    from .reproduce import reproduce_base
+    import dataclasses
+
+    from .config import load_config
+    from .pipelines import ReproduceConfig
+    from .reproduce import reproduce, reproduce_base
 
     root = _repo_root()
+    rcfg = load_config(ReproduceConfig, args.config or root / REPRODUCE_CONFIGS[args.profile])
+    if args.seeds:
+        rcfg = dataclasses.replace(rcfg, seeds=args.seeds)
+    if args.run_dir:
+        rcfg = dataclasses.replace(rcfg, run_dir=args.run_dir)
+    figures = Path(args.figures)
+    _check_writable_dir(figures)
     cfg = _base_config(str(root / PROFILES[args.profile]), None)
-    reproduce_base(cfg, shipped=root / SHIPPED_BASE[args.profile], figures=Path(args.figures),
-                   run_dir=Path(args.run_dir), retrain=args.retrain_base)
+    print("== the base model every pipeline starts from ==")
+    reproduce_base(cfg, shipped=root / SHIPPED_BASE[args.profile], figures=figures,
+                   run_dir=root / rcfg.run_dir, retrain=args.retrain_base)
+    if args.retrain_base:
+        rcfg = dataclasses.replace(rcfg, base_model=str(root / rcfg.run_dir / "base"))
+    print(f"\n== the compared pipelines ({'main + ablation grid' if args.full else 'main arms'}, seeds {rcfg.seeds}) ==")
+    reproduce(rcfg, root, figures, full=args.full, sweep=args.sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,9 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-resume", action="store_true", help="ignore intermediate checkpoints and start over")
     b.set_defaults(func=cmd_pretrain_base)
 
-    e = sub.add_parser("evaluate", help="evaluate a base checkpoint on the world it was trained on")
+    e = sub.add_parser("evaluate", help="the reproduction's metrics of a checkpoint (chat and plain QA, perplexity)")
     e.add_argument("model_dir")
     e.add_argument("--out", default=None, help="write the metrics as JSON here")
+    e.add_argument("--examples", type=_nonneg_int, default=0, help="also keep the first N generations per QA set")
     e.set_defaults(func=cmd_evaluate)
 
     m = sub.add_parser("mix", help="build the stage-1 data D_MIX (packed blocks + composition.json)")
@@ -338,23 +392,45 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--n", type=_nonneg_int, default=None, help="select N instructions and N pairs (overrides n_sft, n_dpo)")
     al.set_defaults(func=cmd_align)
 
-    r = sub.add_parser("reproduce", help="the main job: world -> tokenizer -> base model -> evaluation -> figures/")
+    r = sub.add_parser("reproduce", help="the main job: base model, then the compared pipelines for several seeds "
+                                         "-> figures/results.csv, results.md and figures (resumes if interrupted)")
     r.add_argument("--profile", choices=sorted(PROFILES), default="tiny")
-    r.add_argument("--retrain-base", action="store_true", help="pre-train the base model from scratch (~10 min)")
+    r.add_argument("--config", default=None, help="YAML with ReproduceConfig fields (default: configs/reproduce-tiny.yaml)")
+    r.add_argument("--full", action="store_true", help="also run the ablation grid and the chat start (~1 h)")
+    r.add_argument("--sweep", action="store_true", help="also run the LSSD-weight and mixture-share sweeps")
+    r.add_argument("--seeds", type=_nonneg_int, nargs="+", default=None, help="override the config's seeds")
+    r.add_argument("--retrain-base", action="store_true", help="pre-train the base model from scratch (~7 min)")
     r.add_argument("--figures", default="figures", help="where figures and tables go")
-    r.add_argument("--run-dir", default="runs/tiny", help="where the world and any retrained model go")
+    r.add_argument("--run-dir", default=None, help="where stages are cached (default: the config's run_dir)")
     r.set_defaults(func=cmd_reproduce)
     return p
+
+
+def _close_progress_bars() -> None:
+    """Finish the progress bars an exception left open (the Trainer's), so that the error starts a line of its own
+    and stays the last line (an open bar would be redrawn after it when the process exits)."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .config import ConfigError
+    from .training import NonFiniteLossError
+
     try:
         args.func(args)
-    except UsageError as e:
+    except (UsageError, ConfigError) as e:
+        _close_progress_bars()
         print(f"mixcpt: error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as e:  # a training run diverged: say where to resume from, no traceback
+        _close_progress_bars()
+        print(f"mixcpt: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

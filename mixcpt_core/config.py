@@ -41,6 +41,11 @@ def _coerce(value, tp, where: str):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
         (inner, *_) = typing.get_args(tp) or (object,)
         return origin(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        key_tp, val_tp = typing.get_args(tp) or (object, object)
+        return {_coerce(k, key_tp, where): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool) and (type(value) is not tp):
@@ -62,8 +67,8 @@ def from_dict(cls, data: dict, where: str = "config"):
         raise ConfigError(f"{where}: {e}") from None
 
 
-def load_config(cls, path: str | Path):
-    """Read a YAML file into dataclass ``cls`` (see :func:`from_dict`)."""
+def read_yaml(path: str | Path) -> dict:
+    """The top-level mapping of a YAML file; :class:`ConfigError` if it is missing, invalid or not a mapping."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
@@ -73,7 +78,12 @@ def load_config(cls, path: str | Path):
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    return from_dict(cls, data, where=str(path))
+    return data
+
+
+def load_config(cls, path: str | Path):
+    """Read a YAML file into dataclass ``cls`` (see :func:`from_dict`)."""
+    return from_dict(cls, read_yaml(path), where=str(path))
 
 
 def to_dict(obj) -> dict:

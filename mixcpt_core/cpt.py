@@ -97,7 +97,7 @@ class LSSDTrainer(Trainer):
     def __init__(self, *args, lssd: LSSDConfig, teacher_model=None, probe: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.lssd, self.teacher_model, self.probe = lssd, teacher_model, probe
-        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self._metrics: dict[str, list[tuple[float, int]]] = defaultdict(list)  # (token mean, tokens) per micro-batch
         if lssd.teacher == "frozen_copy" and lssd.lam > 0 and teacher_model is None:
             raise ValueError("lssd.teacher = frozen_copy needs teacher_model")
 
@@ -137,9 +137,9 @@ class LSSDTrainer(Trainer):
         loss = out.loss
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients; the normaliser is global
-        self._metrics["ce"].append(out.ce.item())
+        self._metrics["ce"].append((out.ce.item(), out.n_tokens))
         if teacher is not None:
-            self._metrics["lssd"].append(out.lssd.item())
+            self._metrics["lssd"].append((out.lssd.item(), out.n_tokens))
         return (loss, out) if return_outputs else loss
 
     @torch.no_grad()
@@ -158,10 +158,13 @@ class LSSDTrainer(Trainer):
         return (kl[mask].sum() / mask.sum()).item()
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
-        if "loss" in logs:  # training logs (not the final summary)
+        if "loss" in logs:  # training logs (not the final summary); every process gets here
             for key, vals in self._metrics.items():
-                if vals:
-                    logs[key] = sum(vals) / len(vals)
+                if vals:  # token mean over the micro-batches since the last log, and over all processes
+                    sums = torch.tensor([sum(v * n for v, n in vals), sum(n for _, n in vals)], dtype=torch.float64,
+                                        device=self.args.device)
+                    total, count = self.accelerator.reduce(sums, reduction="sum").tolist()
+                    logs[key] = total / max(count, 1)
             self._metrics.clear()
             if self.probe is not None:
                 logs["probe_kl"] = self.probe_kl()
@@ -240,6 +243,7 @@ class CPTConfig:
     probe_texts: int = 16  # general eval documents in the probe batch (probe_kl); 0 = off
     seed: int = 0
     bf16: bool = False
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute (GPU runs)
     output_dir: str = "runs/tiny/cpt"
 
     def __post_init__(self):
@@ -264,6 +268,32 @@ def packed_collator(features: list[dict]) -> dict:
     return batch
 
 
+def check_cpt_inputs(cfg: CPTConfig, root: str | Path = "."):
+    """Check what a stage-1 run reads before it loads a model or writes anything: ``base_model`` (a directory with
+    safetensors weights, or a hub id), the ``mix`` config, and that the mix's blocks fit in the model's context
+    (longer blocks would index past the position embeddings). Returns ``(base model path or id, MixConfig)``;
+    a problem raises :class:`mixcpt_core.config.ConfigError` naming the key and the file."""
+    from .config import ConfigError, load_config
+    from .data import MixConfig
+    from .models import check_model_dir, context_length, resolve_model_name
+
+    root = Path(root)
+    base = root / cfg.base_model if (root / cfg.base_model).exists() else cfg.base_model
+    try:
+        check_model_dir(resolve_model_name(base))
+        n_positions = context_length(resolve_model_name(base))
+    except (OSError, ValueError) as e:  # not found, no weights, or a hub id that is not cached (offline)
+        raise ConfigError(f"base_model: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    try:
+        mix = load_config(MixConfig, root / cfg.mix)
+    except ConfigError as e:
+        raise ConfigError(f"mix: {e}") from None
+    if n_positions is not None and mix.block_length > n_positions:
+        raise ConfigError(f"mix: {root / cfg.mix}: block_length {mix.block_length} is longer than the context of "
+                          f"base_model {base} (max_position_embeddings = {n_positions})")
+    return base, mix
+
+
 def run_cpt(cfg: CPTConfig, train_dataset=None, root: str | Path = ".", extra_callbacks=()) -> Path:
     """Stage 1 end to end: load the base model (student and teacher), build D_MIX from ``cfg.mix`` (unless
     ``train_dataset`` is given: rows with ``input_ids`` [and ``attention_mask``, ``labels``]), train with
@@ -273,18 +303,17 @@ def run_cpt(cfg: CPTConfig, train_dataset=None, root: str | Path = ".", extra_ca
     """
     from transformers import TrainingArguments, set_seed
 
-    from .config import load_config, to_dict
-    from .data import MixConfig, build_mix
+    from .config import to_dict
+    from .data import build_mix
     from .models import load_causal_lm
-    from .training import QAEvalCallback, _last_checkpoint
+    from .training import QAEvalCallback, _last_checkpoint, train_or_resume
     from .world import generate_world
 
     t0 = time.time()
     set_seed(cfg.seed)  # LoRA's initial A matrices are drawn before the Trainer seeds anything
+    base, mix_cfg = check_cpt_inputs(cfg, root)  # before anything is loaded or written
     root = Path(root)
-    base = root / cfg.base_model if (root / cfg.base_model).exists() else cfg.base_model
     model, tokenizer = load_causal_lm(base)
-    mix_cfg = load_config(MixConfig, root / cfg.mix)
     if train_dataset is None:
         train_dataset, _ = build_mix(mix_cfg, tokenizer, root=root)
     world = generate_world(mix_cfg.world)
@@ -293,8 +322,11 @@ def run_cpt(cfg: CPTConfig, train_dataset=None, root: str | Path = ".", extra_ca
     if cfg.lssd.teacher == "frozen_copy" and cfg.lssd.lam > 0:
         teacher = frozen_copy(model)
         check_same_vocabulary(model, teacher)
+    stats_seconds = None
     if cfg.lssd.teacher == "cached" and cfg.lssd.lam > 0:
+        t_stats = time.time()
         train_dataset = add_teacher_stats(train_dataset, model, cfg.lssd.cache_topk, cfg.lssd.tau)
+        stats_seconds = round(time.time() - t_stats, 1)
     probe = make_probe(model, tokenizer, world.docs("general", "eval")[: cfg.probe_texts]) if cfg.probe_texts else None
     if cfg.lora is not None:
         from peft import LoraConfig, get_peft_model
@@ -315,31 +347,37 @@ def run_cpt(cfg: CPTConfig, train_dataset=None, root: str | Path = ".", extra_ca
         adam_beta2=0.98,
         max_grad_norm=1.0,
         logging_steps=cfg.logging_steps,
+        logging_nan_inf_filter=False,  # log a NaN loss as NaN (FiniteGuard stops on it); changes no finite run
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=1,
         seed=cfg.seed,
         data_seed=cfg.seed,
         bf16=cfg.bf16,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
         use_cpu=not torch.cuda.is_available(),
         report_to=[],
         remove_unused_columns=False,  # keep the teacher statistics columns
         disable_tqdm=False,
         dataloader_num_workers=0,
     )
-    callbacks = list(extra_callbacks)
+    from .training import FiniteGuard
+
+    callbacks = [FiniteGuard(), *extra_callbacks]
     if cfg.eval_every:
         callbacks.append(QAEvalCallback({"heldout": world.qa_split("general_heldout"), "domain": world.qa_split("domain")},
                                         tokenizer, cfg.eval_every))
     trainer = LSSDTrainer(model=model, args=args, train_dataset=train_dataset, data_collator=packed_collator,
                           lssd=cfg.lssd, teacher_model=teacher, probe=probe, callbacks=callbacks)
-    last = _last_checkpoint(out / "trainer")
-    trainer.train(resume_from_checkpoint=str(last) if last else None)
+    train_or_resume(trainer, _last_checkpoint(out / "trainer"))
 
+    if not trainer.is_world_process_zero():  # under torchrun / accelerate launch only rank 0 writes the result
+        return out
     final = model.merge_and_unload() if cfg.lora is not None else model
     final.save_pretrained(out)
     tokenizer.save_pretrained(out)
     info = {"config": to_dict(cfg), "train_seconds": round(time.time() - t0, 1),
+            "world_size": trainer.args.world_size, "teacher_stats_seconds": stats_seconds,
             "history": [r for r in trainer.state.log_history if "loss" in r or "heldout_qa_acc" in r]}
     (out / CPT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return out

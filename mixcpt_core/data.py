@@ -178,7 +178,8 @@ class SourceConfig:
     share: float | None = None
     path: str | None = None
     hub: str | None = None
-    split: str = "train"
+    subset: str | None = None  # a hub dataset's configuration ("subset" on the hub), e.g. finemath-4plus
+    split: str = "train"  # slices work: "train[:100000]"
     columns: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -195,6 +196,8 @@ class SourceConfig:
             raise ValueError(f"source {self.name!r}: field 'path'/'hub': a {self.kind} source is built from the world")
         if self.kind in FILE_KINDS and located != 1:
             raise ValueError(f"source {self.name!r}: field 'path'/'hub': give exactly one of a file path or a hub id")
+        if self.subset is not None and self.hub is None:
+            raise ValueError(f"source {self.name!r}: field 'subset': only for a hub dataset (hub: org/name)")
         fields = FILE_KINDS.get(WORLD_KINDS.get(self.kind, self.kind))
         bad = {k: v for k, v in self.columns.items() if k not in fields or not isinstance(v, str)}
         if bad:
@@ -343,9 +346,12 @@ def mix_and_pack(tokenized: dict, cfg: MixConfig, pad_id: int):
 
 # -- 3. the whole pipeline -------------------------------------------------------------------------------------------
 def load_tokenizer(name_or_path: str, root: str | Path | None = None):
-    """``AutoTokenizer`` from a local directory (relative to ``root``) or a hub id."""
+    """``AutoTokenizer`` from a local directory (relative to ``root``), a hub id or ``smollm2:135m-instruct``."""
     from transformers import AutoTokenizer
 
+    from .models import resolve_model_name
+
+    name_or_path = str(resolve_model_name(name_or_path))
     local = Path(root or ".") / name_or_path
     try:
         return AutoTokenizer.from_pretrained(str(local) if local.exists() else name_or_path)

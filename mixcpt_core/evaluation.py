@@ -130,9 +130,10 @@ def parse_assistant_turn(token_ids: list[int], tokenizer) -> dict:
 
     end = end_of_turn_id(tokenizer)
     pad = tokenizer.pad_token_id
-    ids = [t for t in token_ids if t != pad]
-    ended = end in ids
-    body = ids[: ids.index(end)] if ended else ids
+    # padding only ever follows the stop, so cut at the first end-of-turn *before* dropping padding: a tokenizer
+    # whose pad token is its end-of-turn token (SmolLM2, Qwen2.5) would otherwise never end a turn
+    ended = end in token_ids
+    body = list(token_ids[: token_ids.index(end)]) if ended else [t for t in token_ids if t != pad]
     special = set(tokenizer.all_special_ids)
     content = tokenizer.decode(body, skip_special_tokens=True)
     well_formed = ended and bool(body) and not any(t in special for t in body) and bool(content.strip())
@@ -165,6 +166,60 @@ def chat_qa_metrics(model, tokenizer, qa_items: list[dict], batch_size: int = 12
     n = max(1, len(gens))
     return {"accuracy": sum(hits) / n, "format_compliance": sum(g["well_formed"] for g in gens) / n,
             "n": len(gens), "generations": gens}
+
+
+# -- the reproduction's metrics ----------------------------------------------------------------------------------------
+METRIC_COLUMNS = ("domain_qa_acc", "general_qa_acc", "format_rate", "domain_ppl", "general_ppl")
+PLAIN_COLUMNS = ("plain_domain_qa_acc", "plain_general_qa_acc")
+
+
+def evaluate_model(model, tokenizer, world, n_examples: int = 0) -> dict:
+    """Every metric of a results row (README "Metrics"), on the world's never-trained QA and held-out documents:
+
+    * ``domain_qa_acc`` / ``general_qa_acc``: chat-format exact match (:func:`chat_qa_metrics`) on all domain QA
+      (the target domain) and all held-out general QA (forgetting), one greedy answer per question;
+    * ``format_rate``: fraction of well-formed assistant turns (:func:`parse_assistant_turn`) over both sets;
+    * ``domain_ppl`` / ``general_ppl``: :func:`document_perplexity` of the held-out domain / general documents;
+    * ``plain_domain_qa_acc`` / ``plain_general_qa_acc``: the same questions in the plain ``Question:/Answer:``
+      format of pre-training (what the model *knows*, whether or not it can say it in the chat format).
+
+    ``n_examples`` > 0 also returns ``examples``: the first n questions of each set with gold answer, chat output
+    (decoded with special tokens) and whether it matched.
+    """
+    domain, general = world.qa_split("domain"), world.qa_split("general_heldout")
+    m_dom, m_gen = chat_qa_metrics(model, tokenizer, domain), chat_qa_metrics(model, tokenizer, general)
+    out = {
+        "domain_qa_acc": m_dom["accuracy"],
+        "general_qa_acc": m_gen["accuracy"],
+        "format_rate": (m_dom["format_compliance"] * m_dom["n"] + m_gen["format_compliance"] * m_gen["n"])
+        / max(1, m_dom["n"] + m_gen["n"]),
+        "domain_ppl": document_perplexity(model, tokenizer, world.docs("domain", "eval")),
+        "general_ppl": document_perplexity(model, tokenizer, world.docs("general", "eval")),
+        "plain_domain_qa_acc": plain_qa_accuracy(model, tokenizer, domain)["accuracy"],
+        "plain_general_qa_acc": plain_qa_accuracy(model, tokenizer, general)["accuracy"],
+    }
+    if n_examples:
+        out["examples"] = [
+            {"set": name, "question": q["question"], "gold": q["answer"], "output": g["raw"],
+             "correct": normalize_answer(g["content"]) == normalize_answer(q["answer"])}
+            for name, items, m in (("domain", domain, m_dom), ("general", general, m_gen))
+            for q, g in zip(items[:n_examples], m["generations"][:n_examples])
+        ]
+    return out
+
+
+def format_metrics_table(m: dict) -> str:
+    """Markdown table of :func:`evaluate_model`'s metrics."""
+    rows = [
+        ("domain QA, chat format (target domain, never trained)", f"{m['domain_qa_acc']:.3f}"),
+        ("held-out general QA, chat format (forgetting)", f"{m['general_qa_acc']:.3f}"),
+        ("format compliance (well-formed assistant turns)", f"{m['format_rate']:.3f}"),
+        ("perplexity, held-out domain documents", f"{m['domain_ppl']:.2f}"),
+        ("perplexity, held-out general documents", f"{m['general_ppl']:.2f}"),
+        ("domain QA, plain format", f"{m['plain_domain_qa_acc']:.3f}"),
+        ("held-out general QA, plain format", f"{m['plain_general_qa_acc']:.3f}"),
+    ]
+    return "| metric | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
 
 
 def format_base_table(m: dict) -> str:

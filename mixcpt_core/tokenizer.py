@@ -74,5 +74,11 @@ def train_tokenizer(texts: list[str], vocab_size: int = 1024, min_frequency: int
 
 
 def end_of_turn_id(tokenizer) -> int:
-    """Token id that closes a chat turn; generation in chat format stops on it."""
-    return tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    """Token id that closes a chat turn; generation in chat format stops on it.
+
+    ``<|end|>`` for this project's tokenizers; for a hub chat model without it, its EOS token, which closes an
+    assistant turn in their templates (SmolLM2 and Qwen2.5: ``<|im_end|>``, Llama 3: ``<|eot_id|>``)."""
+    token_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)  # an unknown token gives None or the unk id
+    if token_id is None or (token_id == tokenizer.unk_token_id and tokenizer.unk_token != END_OF_TURN):
+        return tokenizer.eos_token_id
+    return token_id

@@ -28,6 +28,48 @@ from .world import World, WorldConfig, generate_world
 BASE_INFO_FILE = "mixcpt_base.json"
 
 
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss (or weights); the message names the step and the last good checkpoint."""
+
+
+class FiniteGuard(TrainerCallback):
+    """Stops training at the first NaN/inf in a logged value (``loss``, ``ce``, ``lssd``, ``grad_norm``), and refuses
+    to let a checkpoint with non-finite weights be written: when the Trainer is about to save, and when training
+    ends (before the caller writes the final model), the weights are checked first (every parameter, only then).
+    The last checkpoint on disk is therefore always a good one, and rerunning the same command resumes from it
+    (after lowering the learning rate, say).
+
+    ``grad_norm`` is watched because the Trainer's ``logging_nan_inf_filter`` (on by default) replaces a NaN loss
+    by the window's mean in the logs, while the NaN gradient still reaches the weights; the trainers of this
+    package also turn that filter off, so that a NaN loss is logged as NaN."""
+
+    KEYS = ("loss", "ce", "lssd", "grad_norm")
+
+    def _stop(self, what: str, args, state):
+        last = _last_checkpoint(Path(args.output_dir))
+        raise NonFiniteLossError(
+            f"{what} at step {state.global_step}: training stopped. Last good checkpoint: "
+            f"{last if last else 'none yet (nothing was saved)'}; rerunning resumes from it. Lower the learning rate "
+            f"or raise the warmup first.")
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        for key in self.KEYS:
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not torch.isfinite(torch.tensor(float(value))):
+                self._stop(f"{key} = {value}", args, state)
+
+    def _check_weights(self, args, state, model) -> None:
+        if model is not None and not all(torch.isfinite(p).all() for p in model.parameters()):
+            self._stop("non-finite weights", args, state)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if control.should_save:
+            self._check_weights(args, state, model)
+
+    def on_train_end(self, args, state, control, model=None, **kw):
+        self._check_weights(args, state, model)
+
+
 @dataclass
 class BasePretrainConfig:
     """Pre-training of the base model on the general world. One step = ``batch_size`` blocks of ``block_size``."""
@@ -144,6 +186,7 @@ def pretrain_base(cfg: BasePretrainConfig, resume: bool = True) -> Path:
         adam_beta2=0.98,
         max_grad_norm=1.0,
         logging_steps=max(1, min(25, cfg.max_steps // 10)),
+        logging_nan_inf_filter=False,  # log a NaN loss as NaN (FiniteGuard stops on it); changes no finite run
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=1,
@@ -160,10 +203,9 @@ def pretrain_base(cfg: BasePretrainConfig, resume: bool = True) -> Path:
         train_dataset=dataset,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         callbacks=[QAEvalCallback({"seen": world.qa_split("general_seen"), "heldout": world.qa_split("general_heldout")},
-                                  tokenizer, cfg.eval_every)],
+                                  tokenizer, cfg.eval_every), FiniteGuard()],
     )
-    last = _last_checkpoint(trainer_dir) if resume else None
-    trainer.train(resume_from_checkpoint=str(last) if last else None)
+    train_or_resume(trainer, _last_checkpoint(trainer_dir) if resume else None)
     train_seconds = time.time() - t0
 
     metrics = evaluate_base(model, tokenizer, world)
@@ -204,9 +246,41 @@ def save_checkpoint(model, tokenizer, out: Path, info: dict) -> None:
     (out / BASE_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def _is_complete(checkpoint: Path) -> bool:
+    """The Trainer writes ``trainer_state.json`` last, in place: a checkpoint without a readable one was cut short
+    (the process was killed while saving it) and cannot be resumed from."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _last_checkpoint(trainer_dir: Path) -> Path | None:
-    ckpts = sorted(trainer_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return ckpts[-1] if ckpts else None
+    """The newest complete ``checkpoint-N`` in ``trainer_dir`` (a partly written newer one is skipped), or None."""
+    ckpts = sorted((p for p in Path(trainer_dir).glob("checkpoint-*") if p.name.split("-")[1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[1]))
+    return next((c for c in reversed(ckpts) if _is_complete(c)), None)
+
+
+def train_or_resume(trainer, checkpoint: Path | None) -> None:
+    """``trainer.train()``, resuming from ``checkpoint`` (a Trainer ``checkpoint-N`` directory) when given.
+
+    A checkpoint written at the last step (the process died after saving it, before the result was written) is
+    loaded instead of resumed: transformers 5 runs one optimiser step past ``max_steps`` when resumed there, which
+    would make an interrupted-and-rerun stage differ from an uninterrupted one. Its random-number states are
+    restored too: they are those at the end of training, so what comes next (stage 2's fresh LoRA adapter for DPO
+    after SFT) draws the same numbers as in an uninterrupted run."""
+    from transformers import TrainerState
+
+    if checkpoint is not None:
+        state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+        if 0 < trainer.args.max_steps <= state.global_step:
+            trainer._load_from_checkpoint(str(checkpoint))  # the weights (full model or adapter) as trained
+            trainer._load_rng_state(str(checkpoint))
+            trainer.state = state  # its log history is the run's record
+            return
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
 
 class StaleCheckpointError(RuntimeError):

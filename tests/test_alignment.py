@@ -2,6 +2,7 @@
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -205,3 +206,72 @@ def test_run_align_with_lora_saves_a_merged_model(tmp_path):
     base, _ = load_causal_lm(BASE)
     assert not any(k.startswith("base_model") or "lora" in k for k in merged.state_dict())
     assert any(not torch.equal(v, merged.state_dict()[k]) for k, v in base.state_dict().items())
+
+
+def _align_cfg(out, lora: bool):
+    from mixcpt_core.cpt import LoraSettings
+    from mixcpt_core.selection import SelectionConfig
+    from mixcpt_core.world import WORLD_PRESETS
+
+    return AlignConfig(selection=SelectionConfig(model=BASE, world=WORLD_PRESETS["sample"], n_sft=4, n_dpo=4),
+                       sft=SFTSettings(max_steps=4, batch_size=2),
+                       dpo=DPOSettings(max_steps=4, batch_size=2, reference="sft" if lora else "stage1"),
+                       lora=LoraSettings(r=4, alpha=8, dropout=0.1) if lora else None, eval_questions=2,
+                       output_dir=str(out))
+
+
+@pytest.mark.parametrize("lora, killed_in, at_step", [(False, "trainer-sft", 2), (False, "trainer-dpo", 2),
+                                                      (True, "trainer-sft", 4)],
+                         ids=["full-killed-in-sft", "full-killed-in-dpo", "lora-killed-after-sft"])
+def test_stage2_resumes_after_interruption_with_the_same_parameters(tmp_path, monkeypatch, lora, killed_in, at_step):
+    """Kill run_align right after a checkpoint of SFT or DPO (4 steps each, a checkpoint every step) and rerun it:
+    the rerun must train only the missing steps and end with the weights of an uninterrupted run.
+
+    The LoRA case (DPO reference = the SFT model, LoRA dropout on) dies after SFT's last checkpoint, before DPO
+    started: DPO's fresh adapter is then drawn from the random state SFT left behind, which the rerun (loading the
+    finished SFT instead of training it) must restore."""
+    import mixcpt_core.alignment as al
+    from transformers import TrainerCallback
+
+    steps = []  # (trainer directory, global step) of every optimizer step taken
+
+    class Record(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            steps.append((Path(args.output_dir).name, state.global_step))
+
+    class Killed(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if Path(args.output_dir).name == killed_in and state.global_step == at_step:
+                raise KeyboardInterrupt  # the process dies right after writing this checkpoint
+
+    quiet, callbacks = al._quiet, [Record()]
+
+    def with_callbacks(trainer):  # every trainer run_align makes gets these callbacks
+        for c in callbacks:
+            trainer.add_callback(c)
+        return quiet(trainer)
+
+    monkeypatch.setattr(al, "_quiet", with_callbacks)
+
+    run_align(_align_cfg(tmp_path / "full", lora))
+    assert steps == [("trainer-sft", s) for s in range(1, 5)] + [("trainer-dpo", s) for s in range(1, 5)]
+    assert not any((tmp_path / "full" / d).exists() for d in al.TRAINER_DIRS)  # removed once the result is written
+
+    callbacks.append(Killed())
+    with pytest.raises(KeyboardInterrupt):
+        run_align(_align_cfg(tmp_path / "cut", lora))
+    assert (tmp_path / "cut" / killed_in / f"checkpoint-{at_step}").exists()
+    assert not (tmp_path / "cut" / "mixcpt_align.json").exists()
+
+    callbacks.pop()
+    steps.clear()
+    info = run_align(_align_cfg(tmp_path / "cut", lora))
+    if killed_in == "trainer-sft":
+        assert steps == [("trainer-sft", s) for s in range(at_step + 1, 5)] + [("trainer-dpo", s) for s in range(1, 5)]
+    else:
+        assert steps == [("trainer-dpo", s) for s in range(at_step + 1, 5)]
+    assert [r["step"] for r in info["sft_history"]] == [1, 2, 3, 4] == [r["step"] for r in info["dpo_history"]]
+    full, _ = load_causal_lm(tmp_path / "full")
+    resumed, _ = load_causal_lm(tmp_path / "cut")
+    for (name, x), y in zip(full.named_parameters(), resumed.parameters()):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=name)

@@ -32,7 +32,12 @@ def test_shipped_checkpoint_is_small_safetensors():
 def test_shipped_checkpoint_matches_its_recorded_metrics(shipped):
     cfg, model, tokenizer, info = shipped
     metrics = evaluate_base(model, tokenizer, generate_world(cfg.world))
-    assert metrics == info["metrics"]
+    recorded = info["metrics"]
+    # QA answers are discrete and must be identical; a perplexity is a float sum whose last digit can differ between
+    # CPUs (vector kernels change the summation order): 58.06525 was recorded as 58.0652 and re-measured as 58.0653
+    ppl = [k for k in recorded if k.endswith("_ppl")]
+    assert {k: v for k, v in metrics.items() if k not in ppl} == {k: v for k, v in recorded.items() if k not in ppl}
+    assert {k: metrics[k] for k in ppl} == pytest.approx({k: recorded[k] for k in ppl}, rel=1e-5, abs=0)
     assert metrics["general_heldout_qa_acc"] >= 0.5  # the base can extract knowledge it only read in documents
 
 

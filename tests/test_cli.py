@@ -70,3 +70,31 @@ def test_cpt_bad_config_is_one_line_exit_2(tmp_path):
     r = _run("cpt", str(cfg), "--out", str(tmp_path / "m"), cwd=ROOT)
     assert r.returncode == 2 and "lssd.tau must be > 0" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m").exists()
+
+
+def test_evaluate_command_on_the_shipped_base_model(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "m.json"
+    assert main(["evaluate", str(ROOT / "checkpoints/base-tiny"), "--out", str(out), "--examples", "2"]) == 0
+    m = json.loads(out.read_text())
+    shipped = json.loads((ROOT / "figures/base_metrics.json").read_text())
+    # the plain-format numbers agree with the base model's own evaluation; it has never seen the chat template
+    assert m["plain_general_qa_acc"] == pytest.approx(shipped["general_heldout_qa_acc"], abs=1e-4)
+    assert m["plain_domain_qa_acc"] == pytest.approx(shipped["domain_qa_acc"], abs=1e-4)
+    assert m["domain_ppl"] == pytest.approx(shipped["domain_eval_doc_ppl"], rel=1e-4)
+    assert m["format_rate"] == 0.0 and len(m["examples"]) == 4
+    assert "held-out general QA, chat format" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda d: None, "no model.safetensors here"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"not weights"), "cannot load the model"),
+])
+def test_evaluate_bad_model_dir(tmp_path, setup, message):
+    d = tmp_path / "m"
+    d.mkdir()
+    setup(d)
+    r = _run("evaluate", str(d), "--out", str(tmp_path / "x.json"), cwd=ROOT)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.json").exists()

@@ -72,6 +72,29 @@ def test_frozen_copy_and_adapter_disabled_teachers_give_identical_losses(tmp_pat
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
 
 
+@pytest.mark.parametrize("lora", [None, LoraSettings(r=4, alpha=8)], ids=["full", "lora"])
+def test_gradient_checkpointing_changes_memory_not_losses(tmp_path, mix, lora):
+    from transformers import TrainerCallback
+
+    from mixcpt_core.cpt import causal_lm
+
+    seen = []
+
+    class Check(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            seen.append(causal_lm(model).is_activation_checkpointing)
+
+    teacher = "frozen_copy" if lora is None else "adapter_disabled"
+    hist = {gc: _history(run_cpt(_cfg(tmp_path, mix[0], f"gc{gc}", lssd={"lam": 0.5, "teacher": teacher}, lora=lora,
+                                      max_steps=3, gradient_checkpointing=gc), train_dataset=mix[1],
+                                 extra_callbacks=[Check()]))
+            for gc in (False, True)}
+    assert seen == [False, True]
+    for a, b in zip(hist[False], hist[True]):
+        for key in ("loss", "ce", "lssd", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5), key
+
+
 def test_cached_teacher_is_a_close_lower_bound_of_the_online_one(tmp_path, mix):
     online = _history(run_cpt(_cfg(tmp_path, mix[0], "on", lssd={"lam": 1.0}, max_steps=1), train_dataset=mix[1]))
     cached = _history(run_cpt(_cfg(tmp_path, mix[0], "ca", lssd={"lam": 1.0, "teacher": "cached", "cache_topk": 32},
@@ -134,3 +157,116 @@ def test_config_validation(kw, message):
 def test_lssd_config_validation(kw, message):
     with pytest.raises(ValueError, match=message):
         LSSDConfig(**kw)
+
+
+@pytest.mark.parametrize("poison_at", [3, 4])  # 3: the next log sees NaN; 4: NaN weights right before a save
+def test_a_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, mix, poison_at):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from mixcpt_core.training import NonFiniteLossError
+
+    class Poison(TrainerCallback):  # as if the optimizer step of step `poison_at` produced NaN weights
+        def on_optimizer_step(self, args, state, control, model=None, **kw):
+            if state.global_step + 1 == poison_at:
+                with torch.no_grad():
+                    next(model.parameters()).fill_(float("nan"))
+
+    cfg = _cfg(tmp_path, mix[0], "nan", max_steps=6, save_steps=2, probe_texts=0)
+    with pytest.raises(NonFiniteLossError, match=r"at step \d: training stopped. Last good checkpoint: .*checkpoint-2"):
+        run_cpt(cfg, train_dataset=mix[1], extra_callbacks=[Poison()])
+    out = tmp_path / "nan"
+    assert [p.name for p in (out / "trainer").glob("checkpoint-*")] == ["checkpoint-2"]
+    weights = load_file(out / "trainer/checkpoint-2/model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert not (out / "model.safetensors").exists() and not (out / CPT_INFO_FILE).exists()
+
+
+def _nan_loss_from_step(monkeypatch, step: int) -> None:
+    """Make the stage-1 loss NaN from optimizer step ``step`` on, as a diverging run's would be."""
+    from mixcpt_core.cpt import LSSDTrainer
+
+    original = LSSDTrainer.compute_loss
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        loss = original(self, model, inputs, *args, **kwargs)
+        return loss * float("nan") if self.state.global_step + 1 >= step else loss
+
+    monkeypatch.setattr(LSSDTrainer, "compute_loss", compute_loss)
+
+
+def test_a_nan_loss_stops_at_its_step_and_names_the_last_good_checkpoint(tmp_path, mix, monkeypatch):
+    from safetensors.torch import load_file
+
+    from mixcpt_core.training import NonFiniteLossError
+
+    _nan_loss_from_step(monkeypatch, 3)  # after checkpoint-2 was written
+    cfg = _cfg(tmp_path, mix[0], "nan", max_steps=6, save_steps=2, probe_texts=0)
+    out = tmp_path / "nan"
+    # the loss itself is reported (not the NaN weights at the next save, step 4)
+    with pytest.raises(NonFiniteLossError, match=r"^loss = nan at step 3: training stopped\. Last good checkpoint: "
+                                                 + str(out / "trainer" / "checkpoint-2") + ";"):
+        run_cpt(cfg, train_dataset=mix[1])
+    assert [p.name for p in (out / "trainer").glob("checkpoint-*")] == ["checkpoint-2"]
+    weights = load_file(out / "trainer/checkpoint-2/model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert not (out / "model.safetensors").exists() and not (out / CPT_INFO_FILE).exists()
+
+
+def test_cli_reports_a_nan_loss_in_one_line_with_exit_1(tmp_path, mix, monkeypatch, capsys):
+    from mixcpt_core.cli import main
+
+    _nan_loss_from_step(monkeypatch, 3)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"base_model": BASE, "mix": str(mix[0]), "max_steps": 4, "save_steps": 2,
+                                   "batch_size": 4, "warmup_steps": 1, "eval_every": 0, "probe_texts": 0}))
+    capsys.readouterr()
+    assert main(["cpt", str(cfg), "--out", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "mixcpt: error:" in line]
+    assert errors == [err.splitlines()[-1]] and "Traceback" not in err  # progress bars above it, then one line
+    assert errors[0].startswith("mixcpt: error: loss = nan at step 3: training stopped. Last good checkpoint: "
+                                f"{tmp_path / 'm' / 'trainer' / 'checkpoint-2'}; rerunning resumes from it.")
+    assert not (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_sigkill_at_a_random_point_then_rerun_gives_the_same_parameters(tmp_path):
+    """A real ``mixcpt cpt`` process, killed with SIGKILL at a random moment after its first checkpoint (possibly
+    while it writes a later one, or its result), then the same command again: the weights must equal an
+    uninterrupted run's."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mixcpt_core.cli import main
+
+    mix_yaml = tmp_path / "mix.yaml"
+    mix_yaml.write_text(yaml.safe_dump({**yaml.safe_load((ROOT / "configs/mix-tiny.yaml").read_text()),
+                                        "total_tokens": 6400}))  # 12 steps x 4 blocks x 128 = 6144 tokens
+    cfg = tmp_path / "cpt.yaml"
+    cfg.write_text(yaml.safe_dump({**yaml.safe_load((ROOT / "configs/cpt-tiny.yaml").read_text()),
+                                   "mix": str(mix_yaml), "max_steps": 12, "batch_size": 4, "save_steps": 4,
+                                   "warmup_steps": 2, "eval_every": 0, "probe_texts": 0}))
+    assert main(["cpt", str(cfg), "--out", str(tmp_path / "full")]) == 0
+
+    command = [sys.executable, "-m", "mixcpt_core.cli", "cpt", str(cfg), "--out", str(tmp_path / "killed")]
+    first = tmp_path / "killed" / "trainer" / "checkpoint-4" / "trainer_state.json"
+    delay = random.uniform(0.0, 0.9)  # measured: the remaining 8 steps and writing the result take about 1 s
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not first.exists() and proc.poll() is None:
+            time.sleep(0.02)
+        saw_first = first.exists()  # checked now: save_total_limit=1 deletes it once checkpoint-8 is written
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        rc = proc.wait()
+    assert saw_first, f"the run ended (exit {rc}) before its first checkpoint"
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert rerun.returncode == 0, f"killed {delay:.2f} s after checkpoint-4 (exit {rc}): {rerun.stderr[-2000:]}"
+    a, _ = load_causal_lm(tmp_path / "full")
+    b, _ = load_causal_lm(tmp_path / "killed")
+    for (name, x), y in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=f"{name} (killed {delay:.2f} s after checkpoint-4)")

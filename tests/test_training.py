@@ -73,3 +73,19 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch)
     b, _, _ = load_base_checkpoint(resumed)
     for (name, x), y in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_a_partly_written_checkpoint_is_skipped_on_resume(tmp_path):
+    """A process killed while the Trainer writes checkpoint-8 leaves it without (or with a truncated)
+    trainer_state.json, which the Trainer writes last: resume from checkpoint-4 instead of failing on it."""
+    from mixcpt_core.training import _last_checkpoint
+
+    assert _last_checkpoint(tmp_path) is None
+    for step in (4, 8, 12):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-4" / "trainer_state.json").write_text('{"global_step": 4}')
+    (tmp_path / "checkpoint-8" / "trainer_state.json").write_text('{"global_step": 8, "log_hist')  # cut short
+    (tmp_path / "checkpoint-12" / "model.safetensors").write_bytes(b"")  # killed before the state was written
+    assert _last_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    (tmp_path / "checkpoint-12" / "trainer_state.json").write_text('{"global_step": 12}')
+    assert _last_checkpoint(tmp_path) == tmp_path / "checkpoint-12"  # by step number, not by name order

@@ -1,0 +1,301 @@
+"""The reproduction: metrics against hand-computed examples, arm configs, cache keys, tables, and a tiny end-to-end
+run that is cached, resumable and deterministic."""
+
+import csv
+import dataclasses
+import json
+import math
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from mixcpt_core import evaluation
+from mixcpt_core.config import ConfigError, load_config
+from mixcpt_core.pipelines import (ReproduceConfig, load_arm, merge, stage1_key, stage2_key, sweep_variant)
+from mixcpt_core.reproduce import (RESULT_COLUMNS, format_results_table, grid_pairs, reproduce, summarize, write_csv)
+from mixcpt_core.tokenizer import END_OF_TURN
+
+from .conftest import ROOT
+
+
+# -- metrics ----------------------------------------------------------------------------------------------------------
+class _ScriptedModel(torch.nn.Module):
+    """Stands in for a model in generation: finds which question a prompt asks (and whether it is in the chat
+    format) and emits the scripted reply's tokens, so every metric is known by construction."""
+
+    def __init__(self, tokenizer, chat: dict, plain: dict):
+        super().__init__()
+        self.tok, self.chat, self.plain, self.device = tokenizer, chat, plain, torch.device("cpu")
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, **kw):
+        rows = []
+        for ids, mask in zip(input_ids, attention_mask):
+            prompt = self.tok.decode(ids[mask.bool()])
+            is_chat = "<|assistant|>" in prompt
+            q = next(q for q in (self.chat if is_chat else self.plain) if q in prompt)
+            rows.append(self.tok((self.chat if is_chat else self.plain)[q], add_special_tokens=False).input_ids)
+        width = max(map(len, rows))
+        new = [r + [self.tok.pad_token_id] * (width - len(r)) for r in rows]
+        return torch.cat([input_ids, torch.tensor(new)], dim=1)
+
+
+class _World:
+    def __init__(self, domain, general):
+        self.split = {"domain": domain, "general_heldout": general}
+
+    def qa_split(self, name):
+        return self.split[name]
+
+    def docs(self, group, split):
+        return [f"{group} {split} document"]
+
+
+def _qa(pairs):
+    return [{"question": q, "answer": a, "attribute": "employer"} for q, a in pairs]
+
+
+def test_chat_metrics_and_evaluate_model_by_hand(tiny_tokenizer, monkeypatch):
+    end = END_OF_TURN
+    domain = _qa([("Who employs Ada?", "Nimbus"), ("Who employs Bo?", "Kestrel"), ("Who employs Cy?", "Orbit")])
+    general = _qa([("Who employs Di?", "Vela"), ("Who employs Ed?", "Lumen")])
+    chat = {
+        "Who employs Ada?": f" Nimbus.{end}",       # right, well formed (punctuation is normalised away)
+        "Who employs Bo?": " Kestrel",              # right, but no end-of-turn token: not well formed
+        "Who employs Cy?": f" Nimbus{end}",         # wrong, well formed
+        "Who employs Di?": f"<|user|> Vela{end}",   # a role token inside the turn: not well formed; content "Vela"
+        "Who employs Ed?": f"{end}",                # empty turn: not well formed, wrong
+    }
+    plain = {"Who employs Ada?": " Nimbus\nQuestion", "Who employs Bo?": " Orbit", "Who employs Cy?": " Orbit",
+             "Who employs Di?": " Vela", "Who employs Ed?": " Lumen"}
+    model = _ScriptedModel(tiny_tokenizer, chat, plain)
+    m = evaluation.chat_qa_metrics(model, tiny_tokenizer, domain, batch_size=2)
+    assert m["accuracy"] == pytest.approx(2 / 3) and m["format_compliance"] == pytest.approx(2 / 3)
+    assert [g["well_formed"] for g in m["generations"]] == [True, False, True]
+
+    ppl = {"domain": 7.0, "general": 3.0}
+    monkeypatch.setattr(evaluation, "document_perplexity", lambda model, tok, texts, **kw: ppl[texts[0].split()[0]])
+    r = evaluation.evaluate_model(model, tiny_tokenizer, _World(domain, general), n_examples=1)
+    # by hand: chat domain 2/3 right; general: "Vela" counts (content before <|end|> without special tokens), Ed wrong
+    assert r["domain_qa_acc"] == pytest.approx(2 / 3)
+    assert r["general_qa_acc"] == pytest.approx(1 / 2)
+    assert r["format_rate"] == pytest.approx(2 / 5)  # pooled over the 5 turns, not a mean of the two sets' rates
+    assert (r["domain_ppl"], r["general_ppl"]) == (7.0, 3.0)
+    # plain: Ada " Nimbus\nQuestion" -> first line "Nimbus", right; Bo " Orbit" wrong; Cy " Orbit" right; Di, Ed right
+    assert r["plain_domain_qa_acc"] == pytest.approx(2 / 3) and r["plain_general_qa_acc"] == 1.0
+    assert [(e["set"], e["gold"], e["correct"]) for e in r["examples"]] == [("domain", "Nimbus", True),
+                                                                            ("general", "Vela", True)]
+
+
+def test_summary_is_mean_and_sample_std_by_hand(tmp_path):
+    rows = [{"arm": "a", "start": "base", "seed": s, "domain_qa_acc": v, "general_qa_acc": 0.5, "format_rate": 1.0,
+             "domain_ppl": 2.0, "general_ppl": 3.0, "train_seconds": 10.0 * (s + 1), "plain_domain_qa_acc": 0.1,
+             "plain_general_qa_acc": 0.2} for s, v in enumerate([0.1, 0.2, 0.6])]
+    rows.append({**rows[0], "arm": "b", "seed": 0})
+    write_csv(rows, RESULT_COLUMNS, tmp_path / "r.csv")
+    with open(tmp_path / "r.csv") as f:
+        assert tuple(next(csv.reader(f))) == RESULT_COLUMNS
+    s = summarize(pd.read_csv(tmp_path / "r.csv"))
+    a = s[s["arm"] == "a"].iloc[0]
+    assert a["n_seeds"] == 3 and a["domain_qa_acc_mean"] == pytest.approx(0.3)
+    # sample std of 0.1, 0.2, 0.6: deviations -0.2, -0.1, 0.3 -> sqrt((0.04 + 0.01 + 0.09) / 2)
+    assert a["domain_qa_acc_std"] == pytest.approx(math.sqrt(0.07))
+    assert a["train_seconds_mean"] == pytest.approx(20.0)
+    assert s[s["arm"] == "b"].iloc[0]["domain_qa_acc_std"] == 0.0  # one seed: no spread
+    table = format_results_table(s)
+    assert "| base | a | 3 | 0.300 ± 0.265 |" in table and table.count("\n") == 3
+
+
+# -- arms, overrides and cache keys ----------------------------------------------------------------------------------
+def test_merge_is_nested_and_does_not_touch_inputs():
+    base = {"lssd": {"lam": 0.5, "tau": 1.0}, "max_steps": 400}
+    over = {"lssd": {"lam": 0.0}, "mix": "m.yaml"}
+    assert merge(base, over) == {"lssd": {"lam": 0.0, "tau": 1.0}, "max_steps": 400, "mix": "m.yaml"}
+    assert base == {"lssd": {"lam": 0.5, "tau": 1.0}, "max_steps": 400}
+
+
+def test_shipped_arms_load_and_differ_as_documented():
+    cfg = load_config(ReproduceConfig, ROOT / "configs/reproduce-tiny.yaml")
+    arms = {a: load_arm(a, cfg.arms_dir, ROOT) for _, a in grid_pairs(cfg, full=True)}
+    assert set(arms) == {"base", "traditional", "mixcpt", "no_lssd", "no_mix", "random_selection", "self_kd",
+                         "no_stage2"}
+    mix, trad = arms["mixcpt"], arms["traditional"]
+    assert arms["base"].cpt is None and arms["base"].align is None and arms["no_stage2"].align is None
+    assert mix.cpt.lssd.lam == 0.5 and mix.cpt.lssd.swap and [s.name for s in mix.mix.sources] == [
+        "domain", "instructions", "preferences"]
+    assert trad.cpt.lssd.lam == 0.0 and [s.name for s in trad.mix.sources] == ["domain"]
+    assert trad.align.selection.score == "all" and trad.align.dpo.max_steps == 50
+    assert arms["no_lssd"].cpt.lssd.lam == 0.0 and arms["no_lssd"].mix == mix.mix
+    assert arms["no_mix"].cpt.lssd.lam == 0.5 and arms["no_mix"].mix == trad.mix
+    assert arms["self_kd"].cpt.lssd.swap is False
+    assert arms["random_selection"].align.selection.score == "random" and arms["random_selection"].cpt == mix.cpt
+    # every arm trains stage 1 for the same number of tokens: a fair comparison
+    assert {(a.cpt.max_steps, a.cpt.batch_size, a.mix.total_tokens) for a in arms.values() if a.cpt} == {
+        (400, 16, 819200)}
+
+
+def test_arm_override_errors_name_the_files(tmp_path):
+    (tmp_path / "arms").mkdir()
+    (tmp_path / "arms/bad.yaml").write_text("name: bad\ncpt: configs/cpt-tiny.yaml\ncpt_overrides: {lssd: {lamda: 1}}\n")
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    with pytest.raises(ConfigError, match=r"cpt-tiny.yaml with the overrides of .*bad.yaml.*lamda"):
+        load_arm("bad", "arms", tmp_path)
+    (tmp_path / "arms/named.yaml").write_text("name: other\n")
+    with pytest.raises(ConfigError, match="named.yaml: field 'name' is 'other'"):
+        load_arm("named", "arms", tmp_path)
+
+
+def test_stage_keys_depend_on_inputs_not_paths():
+    arm = load_arm("mixcpt", "configs/arms", ROOT)
+    k = stage1_key("w0", arm.cpt, arm.mix, 0)
+    assert k == stage1_key("w0", dataclasses.replace(arm.cpt, output_dir="elsewhere", base_model="x"), arm.mix, 0)
+    assert k != stage1_key("w0", arm.cpt, arm.mix, 1)
+    assert k != stage1_key("w1", arm.cpt, arm.mix, 0)
+    assert k != stage1_key("w0", sweep_variant(arm, "cpt.lssd.lam", 0.25).cpt, arm.mix, 0)
+    a = stage2_key(k, arm.align, 0, True)
+    assert a == stage2_key(k, dataclasses.replace(arm.align, output_dir="x"), 0, True)
+    assert len({a, stage2_key(k, arm.align, 1, True), stage2_key(k, arm.align, 0, False)}) == 3
+
+
+def test_sweep_variants():
+    mixcpt = load_arm("mixcpt", "configs/arms", ROOT)
+    arm = sweep_variant(mixcpt, "mix.domain_share", 0.9)
+    shares = {s.name: s.share for s in arm.mix.sources}
+    assert shares["domain"] == 0.9 and sum(shares.values()) == pytest.approx(1.0)
+    assert shares["instructions"] / shares["preferences"] == pytest.approx(3.0)
+    steps = sweep_variant(mixcpt, "align.sft.max_steps", 25.0).align.sft
+    assert steps.max_steps == 25 and type(steps.max_steps) is int and steps.learning_rate == mixcpt.align.sft.learning_rate
+    assert sweep_variant(mixcpt, "cpt.lssd.lam", 1.0).cpt.lssd.lam == 1.0 and mixcpt.cpt.lssd.lam == 0.5
+    for param, value, message in [("cpt.lssd.lamda", 0.1, "has no field 'lamda'"), ("cpt.lssd.lam", 2.0, "in \\[0, 1\\]"),
+                                  ("align.sft.max_steps", 2.5, "not an integer"), ("model.x", 1, "expected cpt")]:
+        with pytest.raises(ConfigError, match=message):
+            sweep_variant(mixcpt, param, value)
+
+
+# -- end to end -------------------------------------------------------------------------------------------------------
+def _tiny_config(run_dir) -> ReproduceConfig:
+    cfg = load_config(ReproduceConfig, ROOT / "configs/reproduce-tiny.yaml")
+    return dataclasses.replace(
+        cfg, main={"base": ["base", "mixcpt", "random_selection"]}, seeds=[0], sweep_seeds=[0], run_dir=str(run_dir),
+        examples=2,
+        sweep={"align.sft.max_steps": [1, 2]},
+        cpt_overrides={"max_steps": 3, "eval_every": 3, "save_steps": 2, "probe_texts": 2},
+        align_overrides={"sft": {"max_steps": 2}, "dpo": {"max_steps": 2}, "eval_questions": 4})
+
+
+def test_tiny_reproduction_is_cached_and_deterministic(tmp_path, monkeypatch):
+    import mixcpt_core.alignment as align_module
+    import mixcpt_core.cpt as cpt_module
+
+    first = reproduce(_tiny_config(tmp_path / "run"), ROOT, tmp_path / "fig", sweep=True)
+    csv_text = (tmp_path / "fig/results.csv").read_text()
+    table = pd.read_csv(tmp_path / "fig/results.csv")
+    assert list(table.columns) == list(RESULT_COLUMNS)
+    assert [tuple(r) for r in table[["arm", "start", "seed"]].to_numpy()] == [
+        ("base", "base", 0), ("mixcpt", "base", 0), ("random_selection", "base", 0)]
+    assert table.loc[0, "train_seconds"] == 0 and (table["train_seconds"][1:] > 0).all()
+    assert table.loc[0, "format_rate"] == 0.0  # the base model never saw the chat template
+    curves = pd.read_csv(tmp_path / "fig/stage1_curves.csv")
+    assert sorted(set(curves["step"])) == [0, 3]
+    assert len(list((tmp_path / "run/stage1").iterdir())) == 1  # mixcpt and random selection share stage 1
+    assert set(json.loads((tmp_path / "fig/generations.json").read_text())) == {
+        "base / base", "mixcpt / base", "random_selection / base"}
+    for name in ("results.md", "results.png", "forgetting_curves.png", "sweep.png"):
+        assert (tmp_path / "fig" / name).stat().st_size > 0
+    sweep = pd.read_csv(tmp_path / "fig/sweep.csv")
+    assert list(sweep["value"]) == [1, 2] and set(sweep["param"]) == {"align.sft.max_steps"}
+    # the sweep point equal to the arm's own setting (2 SFT steps here) is the cached mixcpt run itself
+    assert sweep.loc[1, "domain_qa_acc"] == table.loc[1, "domain_qa_acc"]
+    assert sweep.loc[1, "train_seconds"] == table.loc[1, "train_seconds"]
+
+    # a rerun trains nothing and writes the same table
+    with monkeypatch.context() as m:
+        m.setattr(cpt_module, "run_cpt", lambda *a, **k: pytest.fail("stage 1 ran again"))
+        m.setattr(align_module, "run_align", lambda *a, **k: pytest.fail("stage 2 ran again"))
+        reproduce(_tiny_config(tmp_path / "run"), ROOT, tmp_path / "fig2", sweep=True)
+    assert (tmp_path / "fig2/results.csv").read_text() == csv_text
+
+    # from scratch in a fresh run directory: the same numbers (CPU, same seeds); train time aside
+    again = reproduce(_tiny_config(tmp_path / "run2"), ROOT, tmp_path / "fig3")
+    strip = [{k: v for k, v in r.items() if k != "train_seconds"} for r in first["rows"]]
+    assert [{k: v for k, v in r.items() if k != "train_seconds"} for r in again["rows"]] == strip
+
+
+def test_an_interrupted_stage_is_run_again(tmp_path):
+    cfg = _tiny_config(tmp_path / "run")
+    cfg = dataclasses.replace(cfg, main={"base": ["no_stage2"]})
+    reproduce(cfg, ROOT, tmp_path / "fig")
+    (stage,) = (tmp_path / "run/stage1").iterdir()
+    before = (stage / "model.safetensors").read_bytes()
+    (stage / "mixcpt_cpt.json").unlink()  # as if killed before the end: the stage is not finished
+    (tmp_path / "run/eval" / f"{stage.name}.json").unlink()
+    reproduce(cfg, ROOT, tmp_path / "fig")
+    assert (stage / "mixcpt_cpt.json").exists() and (stage / "model.safetensors").read_bytes() == before
+
+
+def test_paired_differences_by_hand():
+    from mixcpt_core.reproduce import format_differences_table, paired_differences
+
+    rows = []
+    for seed, (m, t) in enumerate([(0.3, 0.1), (0.2, 0.25), (0.4, 0.1)]):
+        base = {c: 0.0 for c in RESULT_COLUMNS[3:]}
+        rows += [{**base, "arm": "mixcpt", "start": "base", "seed": seed, "domain_qa_acc": m},
+                 {**base, "arm": "traditional", "start": "base", "seed": seed, "domain_qa_acc": t}]
+    rows.append({**rows[0], "seed": 7})  # a seed only one arm has is left out of the pairing
+    d = paired_differences(pd.DataFrame(rows), [("q?", "mixcpt", "traditional", ("domain_qa_acc",))])
+    (r,) = d.to_dict("records")
+    # differences 0.2, -0.05, 0.3: mean 0.15, deviations 0.05, -0.2, 0.15 -> std sqrt(0.065 / 2)
+    assert r["n_seeds"] == 3 and r["diff_mean"] == pytest.approx(0.15) and r["a_wins"] == 2
+    assert r["diff_std"] == pytest.approx(math.sqrt(0.0325))
+    assert "| +0.150 ± 0.180 | 2 of 3 |" in format_differences_table(d)
+
+
+def _regenerated_locally(path) -> bool:
+    """True if ``path`` differs from the committed version (someone re-ran the reproduction in this checkout, maybe
+    on another CPU, whose last float digits can differ): the README documents the committed run, not that one."""
+    import subprocess
+
+    r = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(path)], cwd=ROOT, capture_output=True)
+    return r.returncode == 1
+
+
+@pytest.mark.parametrize("name", ["results.csv", "results_full.csv"])
+def test_readme_shows_the_committed_results(name):
+    """The README's results tables are the ones computed from figures/results*.csv (no hand-copied numbers)."""
+    path = ROOT / "figures" / name
+    if _regenerated_locally(path):
+        pytest.skip(f"{path} was regenerated in this checkout; the README shows the committed run")
+    results = pd.read_csv(path)
+    assert list(results.columns) == list(RESULT_COLUMNS)
+    table = format_results_table(summarize(results))
+    readme = (ROOT / "README.md").read_text()
+    assert table in readme, f"README results table differs from figures/{name}: paste {path.with_suffix('.md').name}"
+    assert table in path.with_suffix(".md").read_text()
+
+
+def test_committed_results_have_every_row():
+    """Every (arm, start, seed) of the committed grids is there once: the main grid in results.csv, main + ablations
+    in results_full.csv, and the main rows are the same numbers in both."""
+    cfg = load_config(ReproduceConfig, ROOT / "configs/reproduce-tiny.yaml")
+    for name, full in (("results.csv", False), ("results_full.csv", True)):
+        results = pd.read_csv(ROOT / "figures" / name)
+        got = sorted(zip(results["arm"], results["start"], results["seed"]))
+        assert got == sorted((a, s, seed) for s, a in grid_pairs(cfg, full) for seed in cfg.seeds), name
+    main, full = (pd.read_csv(ROOT / "figures" / n).set_index(["arm", "start", "seed"])
+                  for n in ("results.csv", "results_full.csv"))
+    pd.testing.assert_frame_equal(main.sort_index(), full.loc[main.index].sort_index())
+
+
+def test_full_grid_writes_its_own_files_and_keeps_the_main_ones(tmp_path):
+    from mixcpt_core.reproduce import load_grid_outputs
+
+    cfg = dataclasses.replace(_tiny_config(tmp_path / "run"), main={"base": ["base"]}, full={"base": ["no_stage2"]})
+    reproduce(cfg, ROOT, tmp_path / "fig", full=True)
+    main, full = pd.read_csv(tmp_path / "fig/results.csv"), pd.read_csv(tmp_path / "fig/results_full.csv")
+    assert list(main["arm"]) == ["base"] and list(full["arm"]) == ["base", "no_stage2"]
+    assert set(json.loads((tmp_path / "fig/generations_full.json").read_text())) == {"base / base", "no_stage2 / base"}
+    assert not (tmp_path / "fig/stage1_curves.csv").read_text().strip().count("\n")  # the main grid has no stage 1
+    for name in ("results_full.md", "results_full.png", "forgetting_curves_full.png"):
+        assert (tmp_path / "fig" / name).stat().st_size > 0
+    assert load_grid_outputs(tmp_path / "fig")["name"] == "results_full.csv"
