@@ -396,8 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          "-> figures/results.csv, results.md and figures (resumes if interrupted)")
     r.add_argument("--profile", choices=sorted(PROFILES), default="tiny")
     r.add_argument("--config", default=None, help="YAML with ReproduceConfig fields (default: configs/reproduce-tiny.yaml)")
-    r.add_argument("--full", action="store_true", help="also run the ablation grid and the chat start (~1 h)")
-    r.add_argument("--sweep", action="store_true", help="also run the LSSD-weight and mixture-share sweeps")
+    r.add_argument("--full", action="store_true", help="also run the ablation grid and the chat start "
+                   "-> figures/results_full.* (see the README for wall times)")
+    r.add_argument("--sweep", action="store_true", help="also run the sweeps of the config (LSSD weight, mixture "
+                   "share, stage-2 steps, learning rate and N) -> figures/sweep.csv, sweep.png")
     r.add_argument("--seeds", type=_nonneg_int, nargs="+", default=None, help="override the config's seeds")
     r.add_argument("--retrain-base", action="store_true", help="pre-train the base model from scratch (~7 min)")
     r.add_argument("--figures", default="figures", help="where figures and tables go")

@@ -208,27 +208,34 @@ def evaluate_model(model, tokenizer, world, n_examples: int = 0) -> dict:
     return out
 
 
+# (key, label, format) of the rows of the two metric tables below
+MODEL_TABLE_ROWS = (
+    ("domain_qa_acc", "domain QA, chat format (target domain, never trained)", ".3f"),
+    ("general_qa_acc", "held-out general QA, chat format (forgetting)", ".3f"),
+    ("format_rate", "format compliance (well-formed assistant turns)", ".3f"),
+    ("domain_ppl", "perplexity, held-out domain documents", ".2f"),
+    ("general_ppl", "perplexity, held-out general documents", ".2f"),
+    ("plain_domain_qa_acc", "domain QA, plain format", ".3f"),
+    ("plain_general_qa_acc", "held-out general QA, plain format", ".3f"),
+)
+BASE_TABLE_ROWS = (
+    ("general_seen_qa_acc", "plain QA, seen general facts (trained)", ".3f"),
+    ("general_heldout_qa_acc", "plain QA, held-out general facts (never trained)", ".3f"),
+    ("domain_qa_acc", "plain QA, domain facts (not yet learned)", ".3f"),
+    ("general_eval_doc_ppl", "perplexity, held-out general documents", ".2f"),
+    ("domain_eval_doc_ppl", "perplexity, held-out domain documents", ".2f"),
+)
+
+
+def _metric_table(m: dict, rows) -> str:
+    return "| metric | value |\n|---|---|\n" + "\n".join(f"| {label} | {m[key]:{fmt}} |" for key, label, fmt in rows)
+
+
 def format_metrics_table(m: dict) -> str:
     """Markdown table of :func:`evaluate_model`'s metrics."""
-    rows = [
-        ("domain QA, chat format (target domain, never trained)", f"{m['domain_qa_acc']:.3f}"),
-        ("held-out general QA, chat format (forgetting)", f"{m['general_qa_acc']:.3f}"),
-        ("format compliance (well-formed assistant turns)", f"{m['format_rate']:.3f}"),
-        ("perplexity, held-out domain documents", f"{m['domain_ppl']:.2f}"),
-        ("perplexity, held-out general documents", f"{m['general_ppl']:.2f}"),
-        ("domain QA, plain format", f"{m['plain_domain_qa_acc']:.3f}"),
-        ("held-out general QA, plain format", f"{m['plain_general_qa_acc']:.3f}"),
-    ]
-    return "| metric | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
+    return _metric_table(m, MODEL_TABLE_ROWS)
 
 
 def format_base_table(m: dict) -> str:
     """Markdown table of a base model's metrics (the keys of :func:`mixcpt_core.training.evaluate_base`)."""
-    rows = [
-        ("plain QA, seen general facts (trained)", f"{m['general_seen_qa_acc']:.3f}"),
-        ("plain QA, held-out general facts (never trained)", f"{m['general_heldout_qa_acc']:.3f}"),
-        ("plain QA, domain facts (not yet learned)", f"{m['domain_qa_acc']:.3f}"),
-        ("perplexity, held-out general documents", f"{m['general_eval_doc_ppl']:.2f}"),
-        ("perplexity, held-out domain documents", f"{m['domain_eval_doc_ppl']:.2f}"),
-    ]
-    return "| metric | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
+    return _metric_table(m, BASE_TABLE_ROWS)

@@ -230,10 +230,11 @@ def test_cli_reports_a_nan_loss_in_one_line_with_exit_1(tmp_path, mix, monkeypat
     assert not (tmp_path / "m" / "model.safetensors").exists()
 
 
-def test_sigkill_at_a_random_point_then_rerun_gives_the_same_parameters(tmp_path):
-    """A real ``mixcpt cpt`` process, killed with SIGKILL at a random moment after its first checkpoint (possibly
-    while it writes a later one, or its result), then the same command again: the weights must equal an
-    uninterrupted run's."""
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_a_kill_at_a_random_point_then_rerun_gives_the_same_parameters(tmp_path, signal_name):
+    """A real ``mixcpt cpt`` process, killed (SIGKILL, or SIGTERM as a scheduler sends it) at a random moment after its
+    first checkpoint (possibly while it writes a later one, or its result), then the same command again: the weights
+    must equal an uninterrupted run's."""
     import random
     import signal
     import subprocess
@@ -260,7 +261,7 @@ def test_sigkill_at_a_random_point_then_rerun_gives_the_same_parameters(tmp_path
             time.sleep(0.02)
         saw_first = first.exists()  # checked now: save_total_limit=1 deletes it once checkpoint-8 is written
         time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(getattr(signal, signal_name))
     finally:
         rc = proc.wait()
     assert saw_first, f"the run ended (exit {rc}) before its first checkpoint"
