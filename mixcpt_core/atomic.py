@@ -1,7 +1,8 @@
-"""Writing a directory atomically: nothing half-written is ever left at the destination."""
+"""Writing a file or a directory atomically: nothing half-written is ever left at the destination."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -30,3 +31,12 @@ def atomic_directory(out_dir: str | Path, marker: str):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` (UTF-8) through a temporary file and one rename; creates the parent directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -21,12 +21,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .alignment import AlignConfig, SFTSettings
+from .atomic import write_text_atomic
 from .config import ConfigError, load_config, to_dict
 from .cpt import CPT_INFO_FILE, CPTConfig
 from .data import MixConfig
@@ -269,10 +269,7 @@ def evaluate_cached(model_dir: Path, model_key: str, world, run_dir: Path, examp
     if not path.exists():
         model, tokenizer = load_causal_lm(model_dir)
         metrics = evaluate_model(model, tokenizer, world, n_examples=examples)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(metrics, indent=1) + "\n")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

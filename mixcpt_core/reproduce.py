@@ -14,10 +14,10 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import time
 from pathlib import Path
 
+from .atomic import write_text_atomic
 from .evaluation import METRIC_COLUMNS, PLAIN_COLUMNS, format_base_table
 from .plots import plot_base_training
 from .tokenizer import train_tokenizer
@@ -81,13 +81,6 @@ def grid_pairs(cfg, full: bool) -> list[tuple[str, str]]:
     return pairs
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_csv(rows: list[dict], columns, path: Path) -> None:
     """``rows`` as CSV with exactly ``columns`` (floats with 6 decimals), written atomically."""
     buf = io.StringIO()
@@ -95,7 +88,7 @@ def write_csv(rows: list[dict], columns, path: Path) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
-    _write_atomic(path, buf.getvalue())
+    write_text_atomic(path, buf.getvalue())
 
 
 def summarize(results, columns=METRIC_COLUMNS + ("train_seconds",)):
@@ -184,7 +177,7 @@ def write_grid_outputs(rows: list[dict], curves: list[dict], examples: dict, fig
     write_csv(rows, RESULT_COLUMNS, figures / f"results{suffix}.csv")
     write_csv(curves, ("arm", "start", "seed", "step", "heldout_qa_acc", "domain_qa_acc"),
               figures / f"stage1_curves{suffix}.csv")
-    _write_atomic(figures / f"generations{suffix}.json", json.dumps(examples, indent=1) + "\n")
+    write_text_atomic(figures / f"generations{suffix}.json", json.dumps(examples, indent=1) + "\n")
     results = pd.read_csv(figures / f"results{suffix}.csv")
     table = format_results_table(summarize(results))
     md = (f"{table}\n\nWhat the models know in the plain `Question:/Answer:` format of pre-training:\n\n"
@@ -193,7 +186,7 @@ def write_grid_outputs(rows: list[dict], curves: list[dict], examples: dict, fig
     diffs = paired_differences(results)
     if len(diffs):
         md += f"\nPaired by seed (a − b):\n\n{format_differences_table(diffs)}\n"
-    _write_atomic(figures / f"results{suffix}.md", md)
+    write_text_atomic(figures / f"results{suffix}.md", md)
     plot_results(results, figures / f"results{suffix}.png")
     names = [f"{n}{suffix}.{ext}" for n, ext in (("results", "csv"), ("results", "md"), ("results", "png"),
                                                   ("stage1_curves", "csv"), ("generations", "json"))]
