@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: .venv test test-slow reproduce reproduce-full base-model clean
+.PHONY: .venv test test-slow reproduce reproduce-full base-model notebooks lab clean
 
 .venv: $(STAMP)
 
@@ -35,6 +35,15 @@ reproduce-full: $(STAMP)
 # Rebuild the shipped base checkpoint from scratch (~7 min on 2 cores).
 base-model: $(STAMP)
 	$(VENV)/bin/mixcpt pretrain-base --config configs/base-tiny.yaml --no-resume
+
+# The course: every notebook run top to bottom in order, saved with its outputs (~6 min on 2 cores).
+notebooks: $(STAMP)
+	$(VENV)/bin/mixcpt notebooks
+
+# JupyterLab in the venv (installed the first time: it is not needed by anything else), opened on notebooks/.
+lab: $(STAMP)
+	test -x $(VENV)/bin/jupyter-lab || $(VENV)/bin/python -m pip install -q jupyterlab==4.6.6 -c requirements.txt  # -c: the pins stay as they are
+	$(VENV)/bin/jupyter lab notebooks
 
 clean:
 	rm -rf runs

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 
+from .atomic import remove_directory, write_text_atomic
 from .cpt import LoraSettings, frozen_copy
 from .selection import SelectionConfig
 
@@ -289,6 +289,7 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
         check_chat_template(cfg.selection.model, tokenizer)
     qa = world.qa_split("general_heldout")
     qa = qa[: cfg.eval_questions] if cfg.eval_questions else qa
+    (out / ALIGN_INFO_FILE).unlink(missing_ok=True)  # inputs checked; an earlier result is incomplete while rewritten
     if selection is None:
         selection = run_selection(cfg.selection, model, tokenizer, out_dir=out)
     sft_records, pairs = selected_records(world, selection)
@@ -306,7 +307,7 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
     sft_dir, dpo_dir = (out / d for d in TRAINER_DIRS)
     sft = make_sft_trainer(model, tokenizer, sft_dataset(sft_records, cfg.leading_space), cfg.sft, sft_dir,
                            cfg.seed, checkpoints=True)
-    train_or_resume(sft, _last_checkpoint(sft_dir))  # a finished SFT is loaded, not run again
+    sft_resumed = train_or_resume(sft, _last_checkpoint(sft_dir))  # a finished SFT is loaded, not run again
     metrics["sft"] = evaluate_chat(model, tokenizer, qa)
     _save(model, tokenizer, out / "sft", cfg.lora is not None)
 
@@ -324,15 +325,16 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
         ref = stage1  # None for LoRA: the adapter disabled is the stage-1 model
     dpo = make_dpo_trainer(model, tokenizer, dpo_dataset(pairs, cfg.leading_space), cfg.dpo, dpo_dir, ref,
                            cfg.seed, checkpoints=True)
-    train_or_resume(dpo, _last_checkpoint(dpo_dir))
+    dpo_resumed = train_or_resume(dpo, _last_checkpoint(dpo_dir))
     metrics["dpo"] = evaluate_chat(model, tokenizer, qa)
     _save(model, tokenizer, out, cfg.lora is not None)
 
     info = {"config": to_dict(cfg), "metrics": metrics, "n_sft": len(sft_records), "n_dpo": len(pairs),
-            "sft_history": _history(sft), "dpo_history": _history(dpo), "seconds": round(time.time() - t0, 1)}
-    (out / ALIGN_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+            "sft_history": _history(sft), "dpo_history": _history(dpo), "seconds": round(time.time() - t0, 1),
+            "resumed_from_step": {"sft": sft_resumed, "dpo": dpo_resumed}}
+    write_text_atomic(out / ALIGN_INFO_FILE, json.dumps(info, indent=2) + "\n")  # last: it marks the result complete
     for d in (sft_dir, dpo_dir):  # the result is written: the checkpoints only served a rerun (and hold ~3x the model)
-        shutil.rmtree(d, ignore_errors=True)
+        remove_directory(d)
     return info
 
 

@@ -40,3 +40,19 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def remove_directory(path: str | Path) -> None:
+    """Delete the directory ``path`` so that no partly deleted copy is ever left under its name: it is renamed
+    first (one step), then deleted. A process killed while deleting leaves only a hidden ``.<name>.removing``
+    next to it, which the next call for the same ``path`` deletes.
+
+    Why: a Trainer checkpoint directory deleted file by file could be left with its ``trainer_state.json`` but
+    without its weights, and a rerun would try to resume from it."""
+    path = Path(path)
+    trash = path.with_name(f".{path.name}.removing")
+    if trash.exists():
+        shutil.rmtree(trash)
+    if path.exists():
+        os.replace(path, trash)
+        shutil.rmtree(trash)

@@ -14,9 +14,11 @@ last good checkpoint, and exit code 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -332,6 +334,28 @@ def cmd_reproduce(args) -> None:
     reproduce(rcfg, root, figures, full=args.full, sweep=args.sweep)
 
 
+def cmd_notebooks(args) -> None:
+    from .notebook import execute_notebooks
+
+    notebooks = sorted((_repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    chosen = notebooks
+    if args.names:
+        chosen = []
+        for name in args.names:
+            match = [p for p in notebooks if p.name == name or p.name.startswith(f"{name}_")]
+            if not match:
+                raise UsageError(f"{name}: no such notebook (have: {', '.join(p.name for p in notebooks)})")
+            chosen += match
+    try:
+        times = execute_notebooks(chosen, fast=args.fast)
+    except RuntimeError as e:
+        _close_progress_bars()
+        print(f"mixcpt: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    total = sum(t for _, t in times)
+    print(f"{len(times)} notebook(s) in {total / 60:.1f} min{' (FAST mode, not saved)' if args.fast else ', saved'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="mixcpt", description="Mix-CPT lab: knowledge world, training and evaluation.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -405,6 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--figures", default="figures", help="where figures and tables go")
     r.add_argument("--run-dir", default=None, help="where stages are cached (default: the config's run_dir)")
     r.set_defaults(func=cmd_reproduce)
+
+    nbp = sub.add_parser("notebooks", help="run the notebooks top to bottom in order (as Jupyter's Run All) and save "
+                                           "them with their outputs and figures")
+    nbp.add_argument("names", nargs="*", help="notebooks to run, e.g. 02 or 02_cpt_with_distillation.ipynb "
+                                              "(default: all, in order)")
+    nbp.add_argument("--fast", action="store_true", help="MIXCPT_FAST=1 (the test suite's small sizes); saves nothing")
+    nbp.set_defaults(func=cmd_notebooks)
     return p
 
 
@@ -417,6 +448,26 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the command runs, SIGTERM raises KeyboardInterrupt (as Ctrl-C does) instead of ending the process on
+    the spot, so that temporary directories are cleaned up and the exit is one line. What a kill cuts short
+    (a checkpoint or a result being written) is recognised and redone by the rerun either way: SIGKILL cannot be
+    caught, and the kill tests use both."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (e.g. called from a worker thread): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -424,7 +475,13 @@ def main(argv: list[str] | None = None) -> int:
     from .training import NonFiniteLossError
 
     try:
-        args.func(args)
+        with _sigterm_as_interrupt():
+            args.func(args)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (a scheduler, `kill`): checkpoints on disk stay usable
+        _close_progress_bars()
+        print(f"mixcpt: interrupted{f' ({e})' if str(e) else ''}; rerun the same command to resume from the last "
+              "checkpoint", file=sys.stderr)
+        return 130
     except (UsageError, ConfigError) as e:
         _close_progress_bars()
         print(f"mixcpt: error: {e}", file=sys.stderr)

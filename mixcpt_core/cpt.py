@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from transformers import Trainer
 
+from .atomic import write_text_atomic
 from .losses import CachedTeacher, OnlineTeacher, chunked_lssd, supervised_rows, teacher_topk_stats
 
 TEACHER_SOURCES = ("frozen_copy", "adapter_disabled", "cached")
@@ -369,15 +370,16 @@ def run_cpt(cfg: CPTConfig, train_dataset=None, root: str | Path = ".", extra_ca
                                         tokenizer, cfg.eval_every))
     trainer = LSSDTrainer(model=model, args=args, train_dataset=train_dataset, data_collator=packed_collator,
                           lssd=cfg.lssd, teacher_model=teacher, probe=probe, callbacks=callbacks)
-    train_or_resume(trainer, _last_checkpoint(out / "trainer"))
+    resumed_from = train_or_resume(trainer, _last_checkpoint(out / "trainer"))
 
     if not trainer.is_world_process_zero():  # under torchrun / accelerate launch only rank 0 writes the result
         return out
     final = model.merge_and_unload() if cfg.lora is not None else model
+    (out / CPT_INFO_FILE).unlink(missing_ok=True)  # an earlier result is not complete while its weights are rewritten
     final.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    info = {"config": to_dict(cfg), "train_seconds": round(time.time() - t0, 1),
+    info = {"config": to_dict(cfg), "train_seconds": round(time.time() - t0, 1), "resumed_from_step": resumed_from,
             "world_size": trainer.args.world_size, "teacher_stats_seconds": stats_seconds,
             "history": [r for r in trainer.state.log_history if "loss" in r or "heldout_qa_acc" in r]}
-    (out / CPT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / CPT_INFO_FILE, json.dumps(info, indent=2) + "\n")  # last: it marks the result complete
     return out

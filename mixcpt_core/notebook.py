@@ -91,3 +91,46 @@ def first_cell(profile: str, packages: list[str]) -> str:
             "from mixcpt_core.notebook import setup_notebook\n\n"
             f"NB = setup_notebook({json.dumps(profile)}, packages={json.dumps(packages)})  # offline, FAST, device, sizes\n"
             'ROOT, FAST, FIGURES = NB["root"], NB["fast"], NB["figures"]')
+
+
+def execute_notebooks(paths: list[str | Path], fast: bool = False, timeout: int = 3600) -> list[tuple[str, float]]:
+    """Run each notebook top to bottom in its own folder, as Jupyter's "Run All" does, and save it with its outputs.
+
+    ``fast`` sets ``MIXCPT_FAST=1`` for the kernels (the test suite's small sizes) and then saves nothing, so the
+    committed outputs stay those of a full run. A notebook whose cell fails is not saved; the error names the
+    notebook, and the notebooks after it are not run. Returns ``[(name, seconds), ...]`` of those executed."""
+    import time
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from .atomic import write_text_atomic
+
+    env_fast = os.environ.get("MIXCPT_FAST")
+    times = []
+    try:
+        if fast:
+            os.environ["MIXCPT_FAST"] = "1"  # the kernel inherits this process's environment
+        else:
+            os.environ.pop("MIXCPT_FAST", None)
+        for path in map(Path, paths):
+            print(f"{path.name} ...", end=" ", flush=True)
+            nb = nbformat.read(path, as_version=4)
+            t0 = time.time()
+            client = NotebookClient(nb, kernel_name="python3", timeout=timeout,
+                                    resources={"metadata": {"path": str(path.parent.resolve())}})
+            try:
+                client.execute()
+            except Exception as e:  # nbclient's CellExecutionError carries the cell's traceback
+                print("failed")
+                raise RuntimeError(f"{path}: a cell failed; the notebook was not saved.\n{e}") from None
+            times.append((path.name, time.time() - t0))
+            print(f"{times[-1][1]:.0f} s", flush=True)
+            if not fast:
+                write_text_atomic(path, nbformat.writes(nb) + "\n")
+    finally:
+        if env_fast is None:
+            os.environ.pop("MIXCPT_FAST", None)
+        else:
+            os.environ["MIXCPT_FAST"] = env_fast
+    return times

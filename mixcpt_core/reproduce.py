@@ -49,10 +49,10 @@ def reproduce_base(cfg: BasePretrainConfig, shipped: Path, figures: Path, run_di
 
     metrics = evaluate_base(model, tokenizer, world)
     figures.mkdir(parents=True, exist_ok=True)
-    (figures / "base_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_text_atomic(figures / "base_metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     plot_base_training(info["history"], figures / "base_training.png")
     table = format_base_table(metrics)
-    (figures / "base_model.md").write_text(table + "\n", encoding="utf-8")
+    write_text_atomic(figures / "base_model.md", table + "\n")
     print(f"[4/4] evaluation -> {figures}/base_metrics.json, base_model.md, base_training.png\n")
     print(table)
     print(f"\ndone in {time.time() - t0:.0f} s")

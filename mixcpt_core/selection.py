@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .atomic import write_text_atomic
 from .world import WorldConfig
 
 SCORES = ("ppl", "format_ratio", "random", "all")
@@ -221,7 +222,7 @@ def run_selection(cfg: SelectionConfig, model=None, tokenizer=None, out_dir: str
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / SELECTION_FILE).write_text(json.dumps(result) + "\n", encoding="utf-8")
+        write_text_atomic(out / SELECTION_FILE, json.dumps(result) + "\n")
     return result
 
 

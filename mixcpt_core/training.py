@@ -19,6 +19,7 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 
+from .atomic import write_text_atomic
 from .config import to_dict
 from .evaluation import document_perplexity, plain_qa_accuracy
 from .models import build_model, count_parameters
@@ -205,7 +206,7 @@ def pretrain_base(cfg: BasePretrainConfig, resume: bool = True) -> Path:
         callbacks=[QAEvalCallback({"seen": world.qa_split("general_seen"), "heldout": world.qa_split("general_heldout")},
                                   tokenizer, cfg.eval_every), FiniteGuard()],
     )
-    train_or_resume(trainer, _last_checkpoint(trainer_dir) if resume else None)
+    resumed_from = train_or_resume(trainer, _last_checkpoint(trainer_dir) if resume else None)
     train_seconds = time.time() - t0
 
     metrics = evaluate_base(model, tokenizer, world)
@@ -218,6 +219,7 @@ def pretrain_base(cfg: BasePretrainConfig, resume: bool = True) -> Path:
         "vocab_size": len(tokenizer),
         "train_tokens": n_tokens,
         "train_seconds": round(train_seconds, 1),
+        "resumed_from_step": resumed_from,
         "torch_threads": torch.get_num_threads(),
         "metrics": metrics,
         "history": history,
@@ -241,9 +243,10 @@ def evaluate_base(model, tokenizer, world: World) -> dict:
 def save_checkpoint(model, tokenizer, out: Path, info: dict) -> None:
     """Write model (safetensors), tokenizer and the info JSON into ``out``, keeping ``out/trainer`` if present."""
     out.mkdir(parents=True, exist_ok=True)
+    (out / BASE_INFO_FILE).unlink(missing_ok=True)  # a killed save must not leave new weights under an old info file
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / BASE_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_text_atomic(out / BASE_INFO_FILE, json.dumps(info, indent=2, sort_keys=True) + "\n")  # last: marks it complete
 
 
 def _is_complete(checkpoint: Path) -> bool:
@@ -263,8 +266,9 @@ def _last_checkpoint(trainer_dir: Path) -> Path | None:
     return next((c for c in reversed(ckpts) if _is_complete(c)), None)
 
 
-def train_or_resume(trainer, checkpoint: Path | None) -> None:
-    """``trainer.train()``, resuming from ``checkpoint`` (a Trainer ``checkpoint-N`` directory) when given.
+def train_or_resume(trainer, checkpoint: Path | None) -> int:
+    """``trainer.train()``, resuming from ``checkpoint`` (a Trainer ``checkpoint-N`` directory) when given. Returns the
+    step it resumed from (0: trained from the start), which the stages record as ``resumed_from_step``.
 
     A checkpoint written at the last step (the process died after saving it, before the result was written) is
     loaded instead of resumed: transformers 5 runs one optimiser step past ``max_steps`` when resumed there, which
@@ -279,8 +283,9 @@ def train_or_resume(trainer, checkpoint: Path | None) -> None:
             trainer._load_from_checkpoint(str(checkpoint))  # the weights (full model or adapter) as trained
             trainer._load_rng_state(str(checkpoint))
             trainer.state = state  # its log history is the run's record
-            return
+            return state.global_step
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    return state.global_step if checkpoint is not None else 0
 
 
 class StaleCheckpointError(RuntimeError):

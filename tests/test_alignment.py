@@ -1,6 +1,7 @@
 """Stage 2: assistant-only SFT labels, DPO loss parity with a hand computation, short SFT/DPO runs (full and LoRA)."""
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -275,3 +276,53 @@ def test_stage2_resumes_after_interruption_with_the_same_parameters(tmp_path, mo
     resumed, _ = load_causal_lm(tmp_path / "cut")
     for (name, x), y in zip(full.named_parameters(), resumed.parameters()):
         torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=name)
+
+
+@pytest.fixture(scope="module")
+def align_reference(tmp_path_factory):
+    """``mixcpt align`` on the base model (8 instructions and 6 pairs selected, SFT 8 steps, DPO 8 steps, a checkpoint every 2 steps of
+    each) run once to its end in a subprocess: (config path, its output directory, seconds from SFT's first
+    checkpoint to its result)."""
+    import yaml
+
+    from mixcpt_core.config import to_dict
+
+    from .kill import mixcpt_command, run_to_the_end
+
+    d = tmp_path_factory.mktemp("align-kill")
+    cfg = _align_cfg(d / "unused", lora=False)
+    cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, n_sft=8, n_dpo=6),
+                              sft=dataclasses.replace(cfg.sft, max_steps=8),
+                              dpo=dataclasses.replace(cfg.dpo, max_steps=8), eval_questions=8)
+    path = d / "align.yaml"
+    path.write_text(yaml.safe_dump(to_dict(cfg)))
+    command = mixcpt_command("align", path, "--out", d / "full")
+    return path, d / "full", run_to_the_end(command, d / "full", "trainer-sft/checkpoint-*/trainer_state.json",
+                                            d / "full" / "mixcpt_align.json")
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_a_killed_stage2_rerun_gives_the_same_weights_and_metrics(align_reference, tmp_path, signal_name):
+    """A real ``mixcpt align`` killed at a random moment after SFT's first checkpoint (in SFT, in DPO, in an
+    evaluation, while a model or the result is written, or while the checkpoints are removed), then the same
+    command again: the final weights and every evaluation equal the uninterrupted run's."""
+    from .kill import kill_then_rerun, mixcpt_command
+
+    path, full, remaining = align_reference
+    out = tmp_path / "killed"
+    kill = kill_then_rerun(mixcpt_command("align", path, "--out", out), out,
+                           "trainer-sft/checkpoint-*/trainer_state.json", remaining, signal_name,
+                           out / "mixcpt_align.json")
+    a, _ = load_causal_lm(full)
+    b, _ = load_causal_lm(out)
+    for (name, x), y in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=f"{name} ({kill})")
+    info_a, info_b = (json.loads((d / "mixcpt_align.json").read_text()) for d in (full, out))
+    assert info_a["metrics"] == info_b["metrics"], str(kill)
+    resumed = info_b["resumed_from_step"]
+    if kill.finished:  # the checkpoints were (being) removed: a rerun of a finished stage 2 trains it again
+        assert resumed["sft"] in (0, 8) and resumed["dpo"] in (0, 8), f"{resumed} ({kill})"
+    else:  # SFT from one of its checkpoints, or loaded finished; DPO from the start or one of its checkpoints
+        assert resumed["sft"] in (2, 4, 6, 8) and resumed["dpo"] in ((0, 2, 4, 6, 8) if resumed["sft"] == 8 else (0,)), \
+            f"{resumed} ({kill})"
+    assert not [p.name for p in out.iterdir() if p.name.startswith(("trainer-", ".trainer-"))], str(kill)

@@ -230,44 +230,43 @@ def test_cli_reports_a_nan_loss_in_one_line_with_exit_1(tmp_path, mix, monkeypat
     assert not (tmp_path / "m" / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
-def test_a_kill_at_a_random_point_then_rerun_gives_the_same_parameters(tmp_path, signal_name):
-    """A real ``mixcpt cpt`` process, killed (SIGKILL, or SIGTERM as a scheduler sends it) at a random moment after its
-    first checkpoint (possibly while it writes a later one, or its result), then the same command again: the weights
-    must equal an uninterrupted run's."""
-    import random
-    import signal
-    import subprocess
-    import sys
-    import time
+@pytest.fixture(scope="module")
+def cpt_reference(tmp_path_factory):
+    """A 12-step ``mixcpt cpt`` (checkpoint every 4 steps) run once to its end in a subprocess:
+    (config path, its output directory, seconds from the first checkpoint to its result)."""
+    from .kill import mixcpt_command, run_to_the_end
 
-    from mixcpt_core.cli import main
-
-    mix_yaml = tmp_path / "mix.yaml"
+    d = tmp_path_factory.mktemp("cpt-kill")
+    mix_yaml = d / "mix.yaml"
     mix_yaml.write_text(yaml.safe_dump({**yaml.safe_load((ROOT / "configs/mix-tiny.yaml").read_text()),
                                         "total_tokens": 6400}))  # 12 steps x 4 blocks x 128 = 6144 tokens
-    cfg = tmp_path / "cpt.yaml"
+    cfg = d / "cpt.yaml"
     cfg.write_text(yaml.safe_dump({**yaml.safe_load((ROOT / "configs/cpt-tiny.yaml").read_text()),
                                    "mix": str(mix_yaml), "max_steps": 12, "batch_size": 4, "save_steps": 4,
                                    "warmup_steps": 2, "eval_every": 0, "probe_texts": 0}))
-    assert main(["cpt", str(cfg), "--out", str(tmp_path / "full")]) == 0
+    remaining = run_to_the_end(mixcpt_command("cpt", cfg, "--out", d / "full"), d / "full", FIRST_CHECKPOINT,
+                               d / "full" / CPT_INFO_FILE)
+    return cfg, d / "full", remaining
 
-    command = [sys.executable, "-m", "mixcpt_core.cli", "cpt", str(cfg), "--out", str(tmp_path / "killed")]
-    first = tmp_path / "killed" / "trainer" / "checkpoint-4" / "trainer_state.json"
-    delay = random.uniform(0.0, 0.9)  # measured: the remaining 8 steps and writing the result take about 1 s
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while not first.exists() and proc.poll() is None:
-            time.sleep(0.02)
-        saw_first = first.exists()  # checked now: save_total_limit=1 deletes it once checkpoint-8 is written
-        time.sleep(delay)
-        proc.send_signal(getattr(signal, signal_name))
-    finally:
-        rc = proc.wait()
-    assert saw_first, f"the run ended (exit {rc}) before its first checkpoint"
-    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    assert rerun.returncode == 0, f"killed {delay:.2f} s after checkpoint-4 (exit {rc}): {rerun.stderr[-2000:]}"
-    a, _ = load_causal_lm(tmp_path / "full")
-    b, _ = load_causal_lm(tmp_path / "killed")
+
+FIRST_CHECKPOINT = "trainer/checkpoint-*/trainer_state.json"
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_a_kill_at_a_random_point_then_rerun_gives_the_same_parameters(cpt_reference, tmp_path, signal_name):
+    """A real ``mixcpt cpt`` process, killed (SIGKILL, or SIGTERM as a scheduler sends it) at a random moment after its
+    first checkpoint (possibly while it writes a later one, or its result), then the same command again: the weights
+    must equal an uninterrupted run's."""
+    from .kill import kill_then_rerun, mixcpt_command
+
+    cfg, full, remaining = cpt_reference
+    out = tmp_path / "killed"
+    kill = kill_then_rerun(mixcpt_command("cpt", cfg, "--out", out), out, FIRST_CHECKPOINT, remaining, signal_name,
+                           out / CPT_INFO_FILE)
+    resumed = json.loads((out / CPT_INFO_FILE).read_text())["resumed_from_step"]
+    assert resumed in (4, 8, 12), f"resumed from step {resumed} ({kill})"  # from a checkpoint, never from the start
+    a, _ = load_causal_lm(full)
+    b, _ = load_causal_lm(out)
     for (name, x), y in zip(a.named_parameters(), b.parameters()):
-        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=f"{name} (killed {delay:.2f} s after checkpoint-4)")
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=f"{name} ({kill})")
+    assert _history(full) == _history(out), str(kill)

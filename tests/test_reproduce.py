@@ -234,6 +234,56 @@ def test_an_interrupted_stage_is_run_again(tmp_path):
     assert (stage / "mixcpt_cpt.json").exists() and (stage / "model.safetensors").read_bytes() == before
 
 
+@pytest.fixture(scope="module")
+def reproduce_reference(tmp_path_factory):
+    """``mixcpt reproduce`` with a tiny grid (mixcpt from the base start, seed 0; stage 1: 6 steps with a checkpoint
+    every 2) run once to its end in a subprocess: (command maker, its figures directory, seconds from stage 1's
+    first checkpoint to its last file)."""
+    import yaml
+
+    from mixcpt_core.config import to_dict
+
+    from .kill import mixcpt_command, run_to_the_end
+
+    d = tmp_path_factory.mktemp("reproduce-kill")
+    cfg = dataclasses.replace(_tiny_config("unused"), main={"base": ["mixcpt"]}, sweep={},
+                              cpt_overrides={"max_steps": 6, "eval_every": 3, "save_steps": 2, "probe_texts": 2})
+    path = d / "reproduce.yaml"
+    path.write_text(yaml.safe_dump(to_dict(cfg)))
+
+    def command(name):
+        return mixcpt_command("reproduce", "--config", path, "--run-dir", d / name / "run", "--figures", d / name / "fig")
+
+    remaining = run_to_the_end(command("full"), d / "full" / "run", STAGE1_CHECKPOINT,
+                               d / "full" / "fig" / "forgetting_curves.png")
+    return command, d, remaining
+
+
+STAGE1_CHECKPOINT = "stage1/*/trainer/checkpoint-*/trainer_state.json"
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_a_killed_reproduction_rerun_gives_the_same_results(reproduce_reference, signal_name):
+    """A real ``mixcpt reproduce`` killed at a random moment after stage 1's first checkpoint (in stage 1 or 2, in an
+    evaluation, while figures and tables are written), then the same command again: the results table (train time
+    aside), the stage-1 curves and the generations equal the uninterrupted run's."""
+    from .kill import kill_then_rerun
+
+    command, d, remaining = reproduce_reference
+    run = d / signal_name / "run"
+    kill = kill_then_rerun(command(signal_name), run, STAGE1_CHECKPOINT, remaining, signal_name,
+                           d / signal_name / "fig" / "forgetting_curves.png")
+    (stage1,) = (run / "stage1").iterdir()
+    info = stage1 / "mixcpt_cpt.json"
+    if info.stat().st_mtime > kill.ended_at:  # stage 1 was cut short: the rerun resumed it from a checkpoint
+        assert json.loads(info.read_text())["resumed_from_step"] in (2, 4, 6), str(kill)
+    full, killed = d / "full" / "fig", d / signal_name / "fig"
+    tables = [pd.read_csv(f / "results.csv").drop(columns="train_seconds") for f in (full, killed)]
+    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True, obj=str(kill))
+    for name in ("stage1_curves.csv", "generations.json", "base_metrics.json"):
+        assert (full / name).read_text() == (killed / name).read_text(), f"{name} ({kill})"
+
+
 def test_paired_differences_by_hand():
     from mixcpt_core.reproduce import format_differences_table, paired_differences
 

@@ -75,6 +75,46 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch)
         torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=name)
 
 
+@pytest.fixture(scope="module")
+def base_reference(tmp_path_factory):
+    """A 12-step ``mixcpt pretrain-base`` on the sample world (checkpoint and QA evaluation every 4 steps), run once to
+    its end in a subprocess: (config path, its output directory, seconds from the first checkpoint to its result)."""
+    import yaml
+
+    from mixcpt_core.config import to_dict
+
+    from .kill import mixcpt_command, run_to_the_end
+
+    d = tmp_path_factory.mktemp("base-kill")
+    cfg = d / "base.yaml"
+    cfg.write_text(yaml.safe_dump(to_dict(BasePretrainConfig(
+        world=WORLD_PRESETS["sample"], max_steps=12, batch_size=4, block_size=32, warmup_steps=1, eval_every=4,
+        save_steps=4))))
+    command = mixcpt_command("pretrain-base", "--config", cfg, "--out", d / "full")
+    return cfg, d / "full", run_to_the_end(command, d / "full", "trainer/checkpoint-*/trainer_state.json",
+                                           d / "full" / "mixcpt_base.json")
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_a_killed_pretraining_rerun_gives_the_same_weights_and_metrics(base_reference, tmp_path, signal_name):
+    """A real ``mixcpt pretrain-base`` killed at a random moment after its first checkpoint, then the same command
+    again: the weights, the final metrics and the QA evaluations along the way equal the uninterrupted run's."""
+    from .kill import kill_then_rerun, mixcpt_command
+
+    cfg, full, remaining = base_reference
+    out = tmp_path / "killed"
+    kill = kill_then_rerun(mixcpt_command("pretrain-base", "--config", cfg, "--out", out), out,
+                           "trainer/checkpoint-*/trainer_state.json", remaining, signal_name, out / "mixcpt_base.json")
+    a, _, info_a = load_base_checkpoint(full)
+    b, _, info_b = load_base_checkpoint(out)
+    assert info_b["resumed_from_step"] in (4, 8, 12), str(kill)  # from a checkpoint, never from the start
+    for (name, x), y in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=f"{name} ({kill})")
+    assert info_a["metrics"] == info_b["metrics"], str(kill)
+    evals = [[r for r in info["history"] if "heldout_qa_acc" in r] for info in (info_a, info_b)]
+    assert evals[0] == evals[1] and [r["step"] for r in evals[0]] == [0, 4, 8, 12], str(kill)
+
+
 def test_a_partly_written_checkpoint_is_skipped_on_resume(tmp_path):
     """A process killed while the Trainer writes checkpoint-8 leaves it without (or with a truncated)
     trainer_state.json, which the Trainer writes last: resume from checkpoint-4 instead of failing on it."""
