@@ -34,6 +34,10 @@ from .selection import SelectionConfig
 
 ALIGN_INFO_FILE = "mixcpt_align.json"
 REFERENCES = ("stage1", "sft")
+# TRL 1.x reads transformers 5's deprecated `is_gradient_checkpointing` during every SFT/DPO step: 24 identical
+# warnings per `make reproduce` that the user can do nothing about. Only that message is silenced.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
 TRAINER_DIRS = ("trainer-sft", "trainer-dpo")  # run_align's Trainer checkpoints, one directory per trainer
 CHECKPOINTS_PER_TRAINER = 4  # a rerun after an interruption loses at most a quarter of the SFT or DPO steps
 

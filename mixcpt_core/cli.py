@@ -479,7 +479,9 @@ def main(argv: list[str] | None = None) -> int:
             args.func(args)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (a scheduler, `kill`): checkpoints on disk stay usable
         _close_progress_bars()
-        print(f"mixcpt: interrupted{f' ({e})' if str(e) else ''}; rerun the same command to resume from the last "
+        # on a line of its own: a bar cut short inside a library (transformers' "Writing model shards") may have
+        # been left mid-line, closed or not
+        print(f"\nmixcpt: interrupted{f' ({e})' if str(e) else ''}; rerun the same command to resume from the last "
               "checkpoint", file=sys.stderr)
         return 130
     except (UsageError, ConfigError) as e:

@@ -118,7 +118,10 @@ def execute_notebooks(paths: list[str | Path], fast: bool = False, timeout: int 
             nb = nbformat.read(path, as_version=4)
             t0 = time.time()
             client = NotebookClient(nb, kernel_name="python3", timeout=timeout,
-                                    resources={"metadata": {"path": str(path.parent.resolve())}})
+                                    resources={"metadata": {"path": str(path.parent.resolve())}},
+                                    # the kernel's own log (TCP transport notice, shutdown chatter) is noise here;
+                                    # a failing cell is reported through the notebook, not this log
+                                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
             try:
                 client.execute()
             except Exception as e:  # nbclient's CellExecutionError carries the cell's traceback

@@ -86,9 +86,14 @@ class StepTimer(TrainerCallback):
 def timed_cpt(cfg, root: str | Path = ".", train_dataset=None) -> dict:
     """:func:`mixcpt_core.cpt.run_cpt` with a :class:`StepTimer`: ``{"out", "step_seconds", "train_seconds",
     "teacher_stats_seconds", "history"}`` (``train_seconds`` covers loading, data, statistics, training, saving).
-    ``train_dataset``: packed blocks to train on instead of building ``cfg.mix``."""
+    ``train_dataset``: packed blocks to train on instead of building ``cfg.mix``.
+
+    Always trains from the first step: checkpoints of an earlier run in ``cfg.output_dir`` are removed first (a
+    resumed or already finished run would time few steps or none, e.g. when a notebook is run a second time)."""
+    from .atomic import remove_directory
     from .cpt import CPT_INFO_FILE, run_cpt
 
+    remove_directory(Path(cfg.output_dir) / "trainer")
     timer = StepTimer()
     out = run_cpt(cfg, train_dataset=train_dataset, root=root, extra_callbacks=[timer])
     info = json.loads((Path(out) / CPT_INFO_FILE).read_text())

@@ -270,3 +270,16 @@ def test_a_kill_at_a_random_point_then_rerun_gives_the_same_parameters(cpt_refer
     for (name, x), y in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=f"{name} ({kill})")
     assert _history(full) == _history(out), str(kill)
+
+
+def test_timed_cpt_times_every_step_even_when_run_again_in_the_same_directory(tmp_path, mix):
+    """A measurement must not resume: notebook 05 run a second time found its finished checkpoint, timed no step
+    and failed. Both runs time all 4 steps."""
+    from mixcpt_core.scaling import timed_cpt
+
+    path, blocks = mix
+    cfg = _cfg(tmp_path, path, "timed", save_steps=2)
+    first = timed_cpt(cfg, train_dataset=blocks)
+    again = timed_cpt(cfg, train_dataset=blocks)
+    assert len(first["step_seconds"]) == len(again["step_seconds"]) == 4
+    assert json.loads((tmp_path / "timed" / CPT_INFO_FILE).read_text())["resumed_from_step"] == 0
