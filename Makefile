@@ -43,7 +43,7 @@ notebooks: $(STAMP)
 # JupyterLab in the venv (installed the first time: it is not needed by anything else), opened on notebooks/.
 lab: $(STAMP)
 	test -x $(VENV)/bin/jupyter-lab || $(VENV)/bin/python -m pip install -q jupyterlab==4.6.6 -c requirements.txt  # -c: the pins stay as they are
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root)  # root: containers
 
 clean:
 	rm -rf runs

@@ -60,8 +60,9 @@ class Kill:
     ended_at: float  # time.time() when it had died: files modified later were written by the rerun
 
     def __str__(self) -> str:
-        return (f"{self.signal_name} {self.delay:.2f} s after the first checkpoint (exit {self.exit_code}"
-                f"{', result already written' if self.finished else ''})")
+        notes = [f"exit {self.exit_code}"] + (["result already written"] if self.finished else []) + \
+            (["not sent: the run had ended"] if self.exit_code == 0 else [])
+        return f"{self.signal_name} {self.delay:.2f} s after the first checkpoint ({', '.join(notes)})"
 
 
 def kill_then_rerun(command: list[str], marker_dir: Path, pattern: str, remaining_s: float, signal_name: str,
@@ -70,8 +71,8 @@ def kill_then_rerun(command: list[str], marker_dir: Path, pattern: str, remainin
     appeared (uniform in [0, ``remaining_s``]: what :func:`run_to_the_end` measured), then run the same command again
     to its end. ``result`` is the file the command writes last, to mark its result complete.
 
-    Asserts that the signal found the process still running, that the process died of it, and that the rerun
-    exits 0. Returns what happened (in the message of any later assertion, it makes a failure reproducible)."""
+    Asserts that the process died of the signal (or, if it had already ended, that it ended well) and that the
+    rerun exits 0. Returns what happened (in the message of any later assertion, it makes a failure reproducible)."""
     delay = random.uniform(0.0, remaining_s)
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -84,10 +85,11 @@ def kill_then_rerun(command: list[str], marker_dir: Path, pattern: str, remainin
         _, err = proc.communicate()
     kill = Kill(signal_name, delay, proc.returncode, result.exists(), time.time())
     assert saw, f"the run ended (exit {proc.returncode}) before its first checkpoint: {err[-2000:]}"
-    assert running, f"the run had already ended when {kill} was due; the reference took {remaining_s:.1f} s"
     # SIGTERM while the command works: mixcpt's one-line interrupt, exit 130; -15 if it landed after the command's
-    # work, while the interpreter shut down (the default handler is back by then)
-    expected = (-9,) if signal_name == "SIGKILL" else (130, -15)
+    # work, while the interpreter shut down (the default handler is back by then). A delay drawn near the end of the
+    # window can find a run a little faster than the reference already gone: then it must have ended well (exit 0),
+    # and the rerun of a finished run is what gets tested.
+    expected = ((-9,) if signal_name == "SIGKILL" else (130, -15)) if running else (0,)
     assert proc.returncode in expected, f"{kill}: expected exit {expected}; stderr: {err[-2000:]}"
     if proc.returncode == 130:
         assert err.strip().splitlines()[-1].startswith("mixcpt: interrupted (SIGTERM); rerun the same command"), err
