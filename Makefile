@@ -12,6 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 .venv: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
+	@echo "Setting up $(VENV): the pinned requirements, once (about 40 s with pip's cache warm, longer on a first download)"
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -r requirements.txt
