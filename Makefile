@@ -37,7 +37,7 @@ reproduce-full: $(STAMP)
 base-model: $(STAMP)
 	$(VENV)/bin/mixcpt pretrain-base --config configs/base-tiny.yaml --no-resume
 
-# The course: every notebook run top to bottom in order, saved with its outputs (~6 min on 2 cores).
+# The course: every notebook run top to bottom in order, saved with its outputs (~5 min on 2 cores).
 notebooks: $(STAMP)
 	$(VENV)/bin/mixcpt notebooks
 

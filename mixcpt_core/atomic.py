@@ -33,13 +33,25 @@ def atomic_directory(out_dir: str | Path, marker: str):
         raise
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` (UTF-8) through a temporary file and one rename; creates the parent directory."""
+@contextmanager
+def atomic_file(path: str | Path):
+    """Yield a temporary path next to ``path`` (its parent directory created) for the block to write; when the block
+    ends without error it replaces ``path`` in one rename, and on any error it is deleted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` (UTF-8) through :func:`atomic_file`."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def remove_directory(path: str | Path) -> None:

@@ -125,6 +125,7 @@ def _model_world(model_dir: Path):
 
 
 def cmd_evaluate(args) -> None:
+    from .atomic import write_text_atomic
     from .evaluation import evaluate_model, format_metrics_table
     from .models import has_chat_template, load_causal_lm
     from .world import generate_world
@@ -144,8 +145,7 @@ def cmd_evaluate(args) -> None:
     metrics = evaluate_model(model, tokenizer, generate_world(world_cfg), n_examples=args.examples)
     print(f"{model_dir} on world {world_cfg.fingerprint()}:\n" + format_metrics_table(metrics))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_text_atomic(args.out, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         print(f"wrote {args.out}")
 
 
@@ -346,12 +346,7 @@ def cmd_notebooks(args) -> None:
             if not match:
                 raise UsageError(f"{name}: no such notebook (have: {', '.join(p.name for p in notebooks)})")
             chosen += match
-    try:
-        times = execute_notebooks(chosen, fast=args.fast)
-    except RuntimeError as e:
-        _close_progress_bars()
-        print(f"mixcpt: error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+    times = execute_notebooks(chosen, fast=args.fast)
     total = sum(t for _, t in times)
     print(f"{len(times)} notebook(s) in {total / 60:.1f} min{' (FAST mode, not saved)' if args.fast else ', saved'}")
 
@@ -472,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .config import ConfigError
+    from .notebook import NotebookError
     from .training import NonFiniteLossError
 
     try:
@@ -484,14 +480,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nmixcpt: interrupted{f' ({e})' if str(e) else ''}; rerun the same command to resume from the last "
               "checkpoint", file=sys.stderr)
         return 130
-    except (UsageError, ConfigError) as e:
+    except (UsageError, ConfigError, NonFiniteLossError, NotebookError) as e:
         _close_progress_bars()
         print(f"mixcpt: error: {e}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as e:  # a training run diverged: say where to resume from, no traceback
-        _close_progress_bars()
-        print(f"mixcpt: error: {e}", file=sys.stderr)
-        return 1
+        # 2: bad input, nothing done; 1: a run that failed (diverged training, says where to resume; a notebook cell)
+        return 2 if isinstance(e, (UsageError, ConfigError)) else 1
     return 0
 
 

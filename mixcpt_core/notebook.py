@@ -93,12 +93,16 @@ def first_cell(profile: str, packages: list[str]) -> str:
             'ROOT, FAST, FIGURES = NB["root"], NB["fast"], NB["figures"]')
 
 
+class NotebookError(RuntimeError):
+    """A notebook cell failed (the message names the notebook and carries the cell's traceback)."""
+
+
 def execute_notebooks(paths: list[str | Path], fast: bool = False, timeout: int = 3600) -> list[tuple[str, float]]:
     """Run each notebook top to bottom in its own folder, as Jupyter's "Run All" does, and save it with its outputs.
 
     ``fast`` sets ``MIXCPT_FAST=1`` for the kernels (the test suite's small sizes) and then saves nothing, so the
-    committed outputs stay those of a full run. A notebook whose cell fails is not saved; the error names the
-    notebook, and the notebooks after it are not run. Returns ``[(name, seconds), ...]`` of those executed."""
+    committed outputs stay those of a full run. A notebook whose cell fails is not saved: :class:`NotebookError`
+    names it, and the notebooks after it are not run. Returns ``[(name, seconds), ...]`` of those executed."""
     import time
 
     import nbformat
@@ -106,34 +110,24 @@ def execute_notebooks(paths: list[str | Path], fast: bool = False, timeout: int 
 
     from .atomic import write_text_atomic
 
-    env_fast = os.environ.get("MIXCPT_FAST")
+    env = {k: v for k, v in os.environ.items() if k != "MIXCPT_FAST"} | ({"MIXCPT_FAST": "1"} if fast else {})
     times = []
-    try:
-        if fast:
-            os.environ["MIXCPT_FAST"] = "1"  # the kernel inherits this process's environment
-        else:
-            os.environ.pop("MIXCPT_FAST", None)
-        for path in map(Path, paths):
-            print(f"{path.name} ...", end=" ", flush=True)
-            nb = nbformat.read(path, as_version=4)
-            t0 = time.time()
-            client = NotebookClient(nb, kernel_name="python3", timeout=timeout,
-                                    resources={"metadata": {"path": str(path.parent.resolve())}},
-                                    # the kernel's own log (TCP transport notice, shutdown chatter) is noise here;
-                                    # a failing cell is reported through the notebook, not this log
-                                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
-            try:
-                client.execute()
-            except Exception as e:  # nbclient's CellExecutionError carries the cell's traceback
-                print("failed")
-                raise RuntimeError(f"{path}: a cell failed; the notebook was not saved.\n{e}") from None
-            times.append((path.name, time.time() - t0))
-            print(f"{times[-1][1]:.0f} s", flush=True)
-            if not fast:
-                write_text_atomic(path, nbformat.writes(nb) + "\n")
-    finally:
-        if env_fast is None:
-            os.environ.pop("MIXCPT_FAST", None)
-        else:
-            os.environ["MIXCPT_FAST"] = env_fast
+    for path in map(Path, paths):
+        print(f"{path.name} ...", end=" ", flush=True)
+        nb = nbformat.read(path, as_version=4)
+        t0 = time.time()
+        client = NotebookClient(nb, kernel_name="python3", timeout=timeout,
+                                resources={"metadata": {"path": str(path.parent.resolve())}},
+                                # the kernel's own log (TCP transport notice, shutdown chatter) is noise here;
+                                # a failing cell is reported through the notebook, not this log
+                                extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+        try:
+            client.execute(env=env)  # the kernel's environment: this process's, FAST mode set or not
+        except Exception as e:  # nbclient's CellExecutionError carries the cell's traceback
+            print("failed")
+            raise NotebookError(f"{path}: a cell failed; the notebook was not saved.\n{e}") from None
+        times.append((path.name, time.time() - t0))
+        print(f"{times[-1][1]:.0f} s", flush=True)
+        if not fast:
+            write_text_atomic(path, nbformat.writes(nb) + "\n")
     return times

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 from transformers import TrainerCallback
+
+from .atomic import atomic_file
 
 
 def _finish(fig, path):
     """Lay the figure out, save it to ``path`` (creating its folder) when given, and return it."""
     fig.tight_layout()
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")  # through a rename: a killed run never leaves half an image
-        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:  # a killed run never leaves half an image
+            fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     return fig
 
 

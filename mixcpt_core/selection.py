@@ -220,9 +220,7 @@ def run_selection(cfg: SelectionConfig, model=None, tokenizer=None, out_dir: str
         result[part] = {"ids": [r["id"] for r in records], "kinds": [r["kind"] for r in records], "scores": scores,
                         "selected": selected}
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / SELECTION_FILE, json.dumps(result) + "\n")
+        write_text_atomic(Path(out_dir) / SELECTION_FILE, json.dumps(result) + "\n")
     return result
 
 

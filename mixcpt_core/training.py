@@ -277,15 +277,17 @@ def train_or_resume(trainer, checkpoint: Path | None) -> int:
     after SFT) draws the same numbers as in an uninterrupted run."""
     from transformers import TrainerState
 
-    if checkpoint is not None:
-        state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
-        if 0 < trainer.args.max_steps <= state.global_step:
-            trainer._load_from_checkpoint(str(checkpoint))  # the weights (full model or adapter) as trained
-            trainer._load_rng_state(str(checkpoint))
-            trainer.state = state  # its log history is the run's record
-            return state.global_step
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    return state.global_step if checkpoint is not None else 0
+    if checkpoint is None:
+        trainer.train()
+        return 0
+    state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    if 0 < trainer.args.max_steps <= state.global_step:
+        trainer._load_from_checkpoint(str(checkpoint))  # the weights (full model or adapter) as trained
+        trainer._load_rng_state(str(checkpoint))
+        trainer.state = state  # its log history is the run's record
+    else:
+        trainer.train(resume_from_checkpoint=str(checkpoint))
+    return state.global_step
 
 
 class StaleCheckpointError(RuntimeError):

@@ -2,13 +2,18 @@
 
 import pytest
 
-from mixcpt_core.atomic import atomic_directory, remove_directory, write_text_atomic
+from mixcpt_core.atomic import atomic_directory, atomic_file, remove_directory, write_text_atomic
 
 
 def test_write_text_atomic_replaces_in_one_step_and_leaves_no_temporary(tmp_path):
     path = tmp_path / "sub" / "info.json"
     write_text_atomic(path, "first\n")
     write_text_atomic(path, "second\n")
+    assert path.read_text() == "second\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["info.json"]
+    with pytest.raises(KeyboardInterrupt), atomic_file(path) as tmp:
+        tmp.write_text("half")
+        raise KeyboardInterrupt  # killed (SIGTERM) while writing
     assert path.read_text() == "second\n"
     assert sorted(p.name for p in path.parent.iterdir()) == ["info.json"]
 

@@ -46,6 +46,10 @@ def test_execute_notebooks_saves_outputs_and_leaves_a_failing_notebook_untouched
     with pytest.raises(RuntimeError, match="01_bad.ipynb: a cell failed; the notebook was not saved"):
         execute_notebooks([bad])
     assert bad.read_text() == before
+    fast_only = tmp_path / "02_fast.ipynb"  # fails unless the kernel runs in FAST mode
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os; assert os.environ.get('MIXCPT_FAST') == '1'")]), fast_only)
+    execute_notebooks([fast_only], fast=True)
 
 
 def test_cli_notebooks_names_an_unknown_notebook(capsys):
