@@ -10,8 +10,12 @@
   copy for full fine-tuning, the same model with its LoRA adapter disabled for PEFT (no second copy of weights).
   :func:`dpo_loss_from_scratch` recomputes this loss by hand (a test checks it equals TRL's).
 
-:func:`run_align` runs selection -> SFT -> DPO and evaluates chat-format QA accuracy and format compliance on
-held-out general QA before stage 2, after SFT and after DPO.
+:func:`run_align` runs selection -> SFT -> DPO and evaluates chat-format QA accuracy and format compliance on the
+*validation* questions (general and domain) before stage 2, after SFT and after DPO: the test questions are never
+read here, so a stage-2 recipe can be chosen on these numbers (:mod:`mixcpt_core.search`).
+
+**LoRA** (``lora``): the adapter on the linear layers plus the embedding rows of the chat tokens
+(:func:`add_stage2_lora`), which a model that never saw the template must learn to read and to emit.
 """
 
 from __future__ import annotations
@@ -92,7 +96,7 @@ class AlignConfig:
     sft: SFTSettings = field(default_factory=SFTSettings)
     dpo: DPOSettings = field(default_factory=DPOSettings)
     lora: LoraSettings | None = None
-    eval_questions: int = 0  # held-out general QA questions evaluated at each point; 0 = all
+    eval_questions: int = 0  # validation questions per split (general_val, domain_val) at each point; 0 = all
     init_chat_tokens: bool = True  # set the never-trained chat-token embeddings to the mean embedding first
     leading_space: bool = True  # answers as " answer" (same BPE tokens as in plain text, see sft_dataset)
     seed: int = 0
@@ -249,13 +253,47 @@ def init_chat_token_embeddings(model, tokenizer) -> list[int]:
 
 
 # -- stage 2 end to end ----------------------------------------------------------------------------------------------
-def evaluate_chat(model, tokenizer, qa_items: list[dict]) -> dict:
-    """Held-out general QA in the chat format: accuracy and format compliance (and 8 example generations)."""
+def evaluate_validation(model, tokenizer, val: dict[str, list[dict]]) -> dict:
+    """Chat-format QA on the *validation* questions (``val``: {"general": general_val items, "domain": domain_val
+    items}), the only QA stage 2 looks at: ``general_accuracy``, ``domain_accuracy``, their mean ``score`` (what the
+    stage-2 search maximises), ``format_compliance`` pooled over both sets, ``n`` and 8 example generations."""
     from .evaluation import chat_qa_metrics
 
-    m = chat_qa_metrics(model, tokenizer, qa_items)
-    return {"accuracy": m["accuracy"], "format_compliance": m["format_compliance"], "n": m["n"],
-            "examples": [g["raw"] for g in m["generations"][:8]]}
+    m = {name: chat_qa_metrics(model, tokenizer, items) for name, items in val.items()}
+    n = sum(r["n"] for r in m.values())
+    return {"general_accuracy": m["general"]["accuracy"], "domain_accuracy": m["domain"]["accuracy"],
+            "score": (m["general"]["accuracy"] + m["domain"]["accuracy"]) / 2,
+            "format_compliance": sum(r["format_compliance"] * r["n"] for r in m.values()) / max(1, n), "n": n,
+            "examples": [g["raw"] for g in (m["general"]["generations"][:4] + m["domain"]["generations"][:4])]}
+
+
+def add_stage2_lora(model, lora: LoraSettings, new_token_ids: list[int]):
+    """``model`` wrapped in a PEFT LoRA adapter for stage 2 whose trainable parameters also include the embedding rows
+    of ``new_token_ids`` (the chat tokens a base model never trained; PEFT's ``trainable_token_indices``).
+
+    Why: LoRA alone leaves those rows at their initialisation, and a low-rank update of the layers cannot make the
+    model *emit* ``<|end|>`` when the head row that scores it never moves: format compliance stayed at 0.000 in
+    every LoRA run without them. With a tied head (the tiny model) PEFT trains the shared rows once; an untied head
+    gets its own trainable rows. Disabling the adapter (the DPO reference) disables these rows too, so the reference
+    is the stage-1 model exactly as full fine-tuning's frozen copy is."""
+    from peft import LoraConfig, get_peft_model
+
+    tokens = None
+    if new_token_ids:
+        names = {m: n.rsplit(".", 1)[-1] for n, m in model.named_modules()}
+        emb_in, emb_out = model.get_input_embeddings(), model.get_output_embeddings()
+        tied = emb_out is None or emb_out.weight is emb_in.weight
+        tokens = ({names[emb_in]: list(new_token_ids)} if tied else
+                  {names[emb_in]: list(new_token_ids), names[emb_out]: list(new_token_ids)})
+    model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                             target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+                                             trainable_token_indices=tokens))
+    out = model.get_output_embeddings()
+    if not hasattr(out, "bias"):
+        # TRL's fused LM-head loss reads ``lm_head.bias``; PEFT's TrainableTokensWrapper forwards only ``weight``
+        # (which it returns merged with the trainable rows, so the fused loss sees the trained rows)
+        out.bias = getattr(out.token_adapter.base_layer, "bias", None) if hasattr(out, "token_adapter") else None
+    return model
 
 
 def _history(trainer) -> list[dict]:
@@ -291,46 +329,36 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
         model, tokenizer = load_causal_lm(location)
     else:
         check_chat_template(cfg.selection.model, tokenizer)
-    qa = world.qa_split("general_heldout")
-    qa = qa[: cfg.eval_questions] if cfg.eval_questions else qa
+    val = {name: world.qa_split(split) for name, split in (("general", "general_val"), ("domain", "domain_val"))}
+    val = {name: items[: cfg.eval_questions] if cfg.eval_questions else items for name, items in val.items()}
     (out / ALIGN_INFO_FILE).unlink(missing_ok=True)  # inputs checked; an earlier result is incomplete while rewritten
     if selection is None:
         selection = run_selection(cfg.selection, model, tokenizer, out_dir=out)
     sft_records, pairs = selected_records(world, selection)
 
-    metrics = {"before": evaluate_chat(model, tokenizer, qa)}
-    if cfg.init_chat_tokens:
-        init_chat_token_embeddings(model, tokenizer)
+    metrics = {"before": evaluate_validation(model, tokenizer, val)}
+    chat_ids = init_chat_token_embeddings(model, tokenizer) if cfg.init_chat_tokens else []
     stage1 = frozen_copy(model) if cfg.lora is None else None
     set_seed(cfg.seed)
     if cfg.lora is not None:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                                 target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM"))
+        model = add_stage2_lora(model, cfg.lora, chat_ids)
     sft_dir, dpo_dir = (out / d for d in TRAINER_DIRS)
     sft = make_sft_trainer(model, tokenizer, sft_dataset(sft_records, cfg.leading_space), cfg.sft, sft_dir,
                            cfg.seed, checkpoints=True)
     sft_resumed = train_or_resume(sft, _last_checkpoint(sft_dir))  # a finished SFT is loaded, not run again
-    metrics["sft"] = evaluate_chat(model, tokenizer, qa)
+    metrics["sft"] = evaluate_validation(model, tokenizer, val)
     _save(model, tokenizer, out / "sft", cfg.lora is not None)
 
     if cfg.dpo.reference == "sft":
         ref = frozen_copy(model) if cfg.lora is None else None
         if cfg.lora is not None:  # reference = the SFT'd model: merge the SFT adapter, start a fresh one for DPO
-            model = model.merge_and_unload()
-            from peft import LoraConfig, get_peft_model
-
-            model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
-                                                     lora_dropout=cfg.lora.dropout,
-                                                     target_modules=list(cfg.lora.target_modules),
-                                                     task_type="CAUSAL_LM"))
+            model = add_stage2_lora(model.merge_and_unload(), cfg.lora, chat_ids)
     else:
         ref = stage1  # None for LoRA: the adapter disabled is the stage-1 model
     dpo = make_dpo_trainer(model, tokenizer, dpo_dataset(pairs, cfg.leading_space), cfg.dpo, dpo_dir, ref,
                            cfg.seed, checkpoints=True)
     dpo_resumed = train_or_resume(dpo, _last_checkpoint(dpo_dir))
-    metrics["dpo"] = evaluate_chat(model, tokenizer, qa)
+    metrics["dpo"] = evaluate_validation(model, tokenizer, val)
     _save(model, tokenizer, out, cfg.lora is not None)
 
     info = {"config": to_dict(cfg), "metrics": metrics, "n_sft": len(sft_records), "n_dpo": len(pairs),
@@ -349,20 +377,24 @@ def _save(model, tokenizer, path: Path, is_peft: bool) -> None:
     tokenizer.save_pretrained(path)
 
 
+ALIGN_TABLE_COLUMNS = ("general_accuracy", "domain_accuracy", "format_compliance")
+
+
 def format_align_table(rows: list[dict]) -> str:
-    """Markdown table: one row per (N, point) with chat QA accuracy and format compliance."""
-    lines = ["| N | point | held-out general QA (chat) | format compliance |", "|---|---|---|---|"]
+    """Markdown table: one row per (N, point) with validation chat QA (general, domain) and format compliance."""
+    lines = ["| N | point | general QA, validation (chat) | domain QA, validation (chat) | format compliance |",
+             "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['n']} | {r['point']} | {r['accuracy']:.3f} | {r['format_compliance']:.3f} |")
+        lines.append(f"| {r['n']} | {r['point']} | " + " | ".join(f"{r[k]:.3f}" for k in ALIGN_TABLE_COLUMNS) + " |")
     return "\n".join(lines)
 
 
 def align_rows(info: dict) -> list[dict]:
     """Rows for :func:`format_align_table` from :func:`run_align`'s info."""
-    return [{"n": info["n_sft"], "point": p, **{k: info["metrics"][p][k] for k in ("accuracy", "format_compliance")}}
+    return [{"n": info["n_sft"], "point": p, **{k: info["metrics"][p][k] for k in ALIGN_TABLE_COLUMNS}}
             for p in ("before", "sft", "dpo")]
 
 
 __all__ = ["AlignConfig", "SFTSettings", "DPOSettings", "sft_dataset", "dpo_dataset", "make_sft_trainer",
            "make_dpo_trainer", "completion_logps", "dpo_sigmoid_loss", "dpo_loss_from_scratch",
-           "init_chat_token_embeddings", "run_align", "format_align_table", "align_rows"]
+           "init_chat_token_embeddings", "evaluate_validation", "add_stage2_lora", "run_align", "format_align_table", "align_rows"]

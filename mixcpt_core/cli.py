@@ -24,6 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub calls unless the user clears these
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")  # Apple MPS: missing ops run on the CPU; read by import torch
 
 PROFILES = {"tiny": "configs/base-tiny.yaml"}
 SHIPPED_BASE = {"tiny": "checkpoints/base-tiny"}
@@ -331,7 +332,16 @@ def cmd_reproduce(args) -> None:
     if args.retrain_base:
         rcfg = dataclasses.replace(rcfg, base_model=str(root / rcfg.run_dir / "base"))
     print(f"\n== the compared pipelines ({'main + ablation grid' if args.full else 'main arms'}, seeds {rcfg.seeds}) ==")
-    reproduce(rcfg, root, figures, full=args.full, sweep=args.sweep)
+    reproduce(rcfg, root, figures, full=args.full, sweep=args.sweep, protocols=args.protocol)
+
+
+def cmd_search(args) -> None:
+    from .config import load_config
+    from .search import Stage2SearchConfig, run_search
+
+    root = _repo_root()
+    cfg = load_config(Stage2SearchConfig, args.config)
+    run_search(cfg, root, source=args.config)
 
 
 def cmd_notebooks(args) -> None:
@@ -423,7 +433,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--retrain-base", action="store_true", help="pre-train the base model from scratch (~7 min)")
     r.add_argument("--figures", default="figures", help="where figures and tables go")
     r.add_argument("--run-dir", default=None, help="where stages are cached (default: the config's run_dir)")
+    r.add_argument("--protocol", choices=("validated", "fixed"), nargs="+", default=["validated", "fixed"],
+                   help="stage-2 recipes: 'validated' = chosen per pipeline on validation QA by `mixcpt search` "
+                        "(configs/stage2-selected/) -> results.*; 'fixed' = the fixed defaults of the arm configs, "
+                        "main arms only, for comparison -> results_fixed.* (default: both)")
     r.set_defaults(func=cmd_reproduce)
+
+    se = sub.add_parser("search", help="the declared stage-2 search on validation QA -> configs/stage2-selected/, "
+                                       "figures/search_stage2.csv (resumes if interrupted)")
+    se.add_argument("config", help="YAML with Stage2SearchConfig fields, e.g. configs/search-stage2-tiny.yaml")
+    se.set_defaults(func=cmd_search)
 
     nbp = sub.add_parser("notebooks", help="run the notebooks top to bottom in order (as Jupyter's Run All) and save "
                                            "them with their outputs and figures")

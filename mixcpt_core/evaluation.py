@@ -60,11 +60,11 @@ def generate_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = 
 def plain_qa_accuracy(model, tokenizer, qa_items: list[dict], batch_size: int = 128) -> dict:
     """Exact-match accuracy of greedy answers to ``Question: …\\nAnswer:`` prompts (the base model's format).
 
-    Returns ``{"accuracy": float, "n": int, "per_attribute": {attr: float}, "answers": [str]}``.
+    Returns ``{"accuracy": float, "n": int, "per_attribute": {attr: float}, "answers": [str], "hits": [0/1]}``.
     """
     prompts = [plain_qa_prompt(q["question"]) for q in qa_items]
     answers = generate_greedy(model, tokenizer, prompts, max_new_tokens=6, batch_size=batch_size)
-    hits = [normalize_answer(a) == normalize_answer(q["answer"]) for a, q in zip(answers, qa_items)]
+    hits = [int(normalize_answer(a) == normalize_answer(q["answer"])) for a, q in zip(answers, qa_items)]
     per_attr = defaultdict(list)
     for h, q in zip(hits, qa_items):
         per_attr[q["attribute"]].append(h)
@@ -73,6 +73,7 @@ def plain_qa_accuracy(model, tokenizer, qa_items: list[dict], batch_size: int = 
         "n": len(hits),
         "per_attribute": {a: sum(v) / len(v) for a, v in sorted(per_attr.items())},
         "answers": answers,
+        "hits": hits,
     }
 
 
@@ -160,17 +161,21 @@ def generate_chat(model, tokenizer, questions: list[str], max_new_tokens: int = 
 def chat_qa_metrics(model, tokenizer, qa_items: list[dict], batch_size: int = 128, max_new_tokens: int = 12) -> dict:
     """Chat-format QA on ``qa_items``: exact-match ``accuracy`` of the assistant turn's content (normalised as
     :func:`normalize_answer`; a turn without ``<|end|>`` can still be right) and ``format_compliance`` = fraction of
-    well-formed turns (:func:`parse_assistant_turn`). Also ``n`` and the ``generations``."""
+    well-formed turns (:func:`parse_assistant_turn`). Also ``n``, the ``generations`` and ``hits`` (0/1 per item)."""
     gens = generate_chat(model, tokenizer, [q["question"] for q in qa_items], max_new_tokens, batch_size)
-    hits = [normalize_answer(g["content"]) == normalize_answer(q["answer"]) for g, q in zip(gens, qa_items)]
+    hits = [int(normalize_answer(g["content"]) == normalize_answer(q["answer"])) for g, q in zip(gens, qa_items)]
     n = max(1, len(gens))
     return {"accuracy": sum(hits) / n, "format_compliance": sum(g["well_formed"] for g in gens) / n,
-            "n": len(gens), "generations": gens}
+            "n": len(gens), "generations": gens, "hits": hits}
 
 
 # -- the reproduction's metrics ----------------------------------------------------------------------------------------
 METRIC_COLUMNS = ("domain_qa_acc", "general_qa_acc", "format_rate", "domain_ppl", "general_ppl")
 PLAIN_COLUMNS = ("plain_domain_qa_acc", "plain_general_qa_acc")
+STORED_COLUMNS = ("stored_domain_acc", "stored_general_acc")
+# The three knowledge levels (mixcpt_core.probes) as the metric of each QA set, and the per-question hits behind them
+LEVELS = {"stored": STORED_COLUMNS, "extractable": PLAIN_COLUMNS, "said": ("domain_qa_acc", "general_qa_acc")}
+HIT_KEYS = tuple(f"{qa_set}_{level}" for level in LEVELS for qa_set in ("domain", "general"))
 
 
 def evaluate_model(model, tokenizer, world, n_examples: int = 0) -> dict:
@@ -181,13 +186,25 @@ def evaluate_model(model, tokenizer, world, n_examples: int = 0) -> dict:
     * ``format_rate``: fraction of well-formed assistant turns (:func:`parse_assistant_turn`) over both sets;
     * ``domain_ppl`` / ``general_ppl``: :func:`document_perplexity` of the held-out domain / general documents;
     * ``plain_domain_qa_acc`` / ``plain_general_qa_acc``: the same questions in the plain ``Question:/Answer:``
-      format of pre-training (what the model *knows*, whether or not it can say it in the chat format).
+      format of pre-training (what the model *knows*, whether or not it can say it in the chat format);
+    * ``stored_domain_acc`` / ``stored_general_acc``: the same facts by multiple choice on the likelihood of a
+      document sentence (:func:`mixcpt_core.probes.stored_knowledge`: is the fact in the weights at all?);
+    * ``hits``: per question, 0/1 for each of the six (set, level) pairs of :data:`HIT_KEYS` (``domain_said`` =
+      the chat-format hits behind ``domain_qa_acc``, ...), in the order of ``world.qa_split``: what the paired
+      bootstrap of :mod:`mixcpt_core.stats` resamples.
+
+    Only the *test* splits are read (``domain``, ``general_heldout``): this is the reporting function, never a
+    selection criterion.
 
     ``n_examples`` > 0 also returns ``examples``: the first n questions of each set with gold answer, chat output
     (decoded with special tokens) and whether it matched.
     """
+    from .probes import stored_knowledge
+
     domain, general = world.qa_split("domain"), world.qa_split("general_heldout")
     m_dom, m_gen = chat_qa_metrics(model, tokenizer, domain), chat_qa_metrics(model, tokenizer, general)
+    p_dom, p_gen = plain_qa_accuracy(model, tokenizer, domain), plain_qa_accuracy(model, tokenizer, general)
+    s_dom, s_gen = stored_knowledge(model, tokenizer, world, domain), stored_knowledge(model, tokenizer, world, general)
     out = {
         "domain_qa_acc": m_dom["accuracy"],
         "general_qa_acc": m_gen["accuracy"],
@@ -195,8 +212,12 @@ def evaluate_model(model, tokenizer, world, n_examples: int = 0) -> dict:
         / max(1, m_dom["n"] + m_gen["n"]),
         "domain_ppl": document_perplexity(model, tokenizer, world.docs("domain", "eval")),
         "general_ppl": document_perplexity(model, tokenizer, world.docs("general", "eval")),
-        "plain_domain_qa_acc": plain_qa_accuracy(model, tokenizer, domain)["accuracy"],
-        "plain_general_qa_acc": plain_qa_accuracy(model, tokenizer, general)["accuracy"],
+        "plain_domain_qa_acc": p_dom["accuracy"],
+        "plain_general_qa_acc": p_gen["accuracy"],
+        "stored_domain_acc": s_dom["accuracy"],
+        "stored_general_acc": s_gen["accuracy"],
+        "hits": {"domain_stored": s_dom["hits"], "general_stored": s_gen["hits"], "domain_extractable": p_dom["hits"],
+                 "general_extractable": p_gen["hits"], "domain_said": m_dom["hits"], "general_said": m_gen["hits"]},
     }
     if n_examples:
         out["examples"] = [
@@ -217,6 +238,8 @@ MODEL_TABLE_ROWS = (
     ("general_ppl", "perplexity, held-out general documents", ".2f"),
     ("plain_domain_qa_acc", "domain QA, plain format", ".3f"),
     ("plain_general_qa_acc", "held-out general QA, plain format", ".3f"),
+    ("stored_domain_acc", "domain facts stored (likelihood multiple choice)", ".3f"),
+    ("stored_general_acc", "held-out general facts stored (likelihood multiple choice)", ".3f"),
 )
 BASE_TABLE_ROWS = (
     ("general_seen_qa_acc", "plain QA, seen general facts (trained)", ".3f"),

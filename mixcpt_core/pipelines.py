@@ -32,7 +32,7 @@ from .cpt import CPT_INFO_FILE, CPTConfig
 from .data import MixConfig
 from .world import WorldConfig
 
-PIPELINE_VERSION = 1  # bump when a change to the code changes what a cached stage would contain
+PIPELINE_VERSION = 2  # bump when a change to the code changes what a cached stage would contain
 STARTS = ("base", "chat")
 CHAT_INFO_FILE = "mixcpt_chat.json"
 
@@ -78,6 +78,7 @@ class ReproduceConfig:
     cpt_overrides: dict = field(default_factory=dict)  # applied to every arm's stage 1 (before the arm's own)
     align_overrides: dict = field(default_factory=dict)  # applied to every arm's stage 2 (before the arm's own)
     examples: int = 24  # generations kept per (arm, start) for seed 0 and each QA set (figures/generations.json)
+    stage2_recipes: str = "configs/stage2-selected"  # the validated protocol's recipes (`mixcpt search` writes them)
     run_dir: str = "runs/reproduce-tiny"
 
     def __post_init__(self):
@@ -115,9 +116,11 @@ def _load_stage(cls, path: Path, overrides: dict, arm_path: Path):
 
 
 def load_arm(name: str, arms_dir: str | Path, root: str | Path = ".", cpt_overrides: dict | None = None,
-             align_overrides: dict | None = None) -> ResolvedArm:
+             align_overrides: dict | None = None, recipe: dict | None = None) -> ResolvedArm:
     """Load ``<arms_dir>/<name>.yaml`` and the stage configs it names, with the given overrides for every arm
-    (e.g. a smaller budget) and then the arm's own (strict: unknown keys and wrong types are errors naming the file)."""
+    (e.g. a smaller budget), then the arm's own, then ``recipe``: a stage-2 recipe (how stage 2 trains: learning
+    rate, steps, LoRA), chosen by :mod:`mixcpt_core.search` or a setting being searched. Strict: unknown keys and
+    wrong types are errors naming the file."""
     root = Path(root)
     path = root / arms_dir / f"{name}.yaml"
     arm = load_config(ArmConfig, path)
@@ -128,7 +131,8 @@ def load_arm(name: str, arms_dir: str | Path, root: str | Path = ".", cpt_overri
             raise ConfigError(f"{path}: field '{stage}_overrides' is given but there is no '{stage}' stage")
     cpt = _load_stage(CPTConfig, root / arm.cpt, merge(cpt_overrides or {}, arm.cpt_overrides), path) if arm.cpt else None
     mix = load_config(MixConfig, root / cpt.mix) if cpt else None
-    align = (_load_stage(AlignConfig, root / arm.align, merge(align_overrides or {}, arm.align_overrides), path)
+    align = (_load_stage(AlignConfig, root / arm.align,
+                         merge(merge(align_overrides or {}, arm.align_overrides), recipe or {}), path)
              if arm.align else None)
     return ResolvedArm(name, cpt, mix, align)
 
@@ -261,7 +265,8 @@ def run_stage2(model_dir: Path, model_key: str, align: AlignConfig, seed: int, c
 
 
 def evaluate_cached(model_dir: Path, model_key: str, world, run_dir: Path, examples: int) -> dict:
-    """:func:`mixcpt_core.evaluation.evaluate_model` of ``model_dir``, cached in ``run_dir/eval/<key>.json``."""
+    """:func:`mixcpt_core.evaluation.evaluate_model` of ``model_dir``, cached in ``run_dir/eval/<key>.json`` (the first
+    call's ``examples`` is what the cache holds: a model is evaluated once)."""
     from .evaluation import evaluate_model
     from .models import load_causal_lm
 
@@ -274,21 +279,32 @@ def evaluate_cached(model_dir: Path, model_key: str, world, run_dir: Path, examp
 
 
 def run_arm(arm: ResolvedArm, start: str, start_dir: Path, seed: int, world, run_dir: Path, root: Path,
-            examples: int = 0) -> dict:
+            examples: int = 0, probe_stages: bool = True) -> dict:
     """Run (or fetch from the cache) one arm from one start with one seed and evaluate it.
 
-    Returns ``{"metrics", "train_seconds", "stage1": info or None, "model_dir"}``; ``train_seconds`` is the sum of
-    the arm's own stages (stage 1 + stage 2 wall time when they ran; the start model's cost is not included)."""
+    Returns ``{"metrics", "train_seconds", "stage1": info or None, "model_dir", "probes"}``; ``train_seconds`` is the
+    sum of the arm's own stages (stage 1 + stage 2 wall time when they ran; the start model's cost is not included).
+    ``probes`` maps each point of the pipeline -- ``start``, ``stage1`` (if the arm has a stage 1) and ``stage2`` (if
+    it has a stage 2) -- to that model's :func:`~mixcpt_core.evaluation.evaluate_model` metrics (each cached; with
+    ``probe_stages=False`` only the final model is evaluated)."""
     model_dir, key, seconds, s1_info = start_dir, weights_key(start_dir), 0.0, None
     start_key = key
+    points = {}
+    if probe_stages and (arm.cpt is not None or arm.align is not None):
+        points["start"] = evaluate_cached(start_dir, start_key, world, run_dir, examples)
     if arm.cpt is not None:
         model_dir, s1_info = run_stage1(start_dir, start_key, arm.cpt, arm.mix, seed, run_dir, root)
         key, seconds = model_dir.name, seconds + s1_info["train_seconds"]
+        if probe_stages and arm.align is not None:
+            points["stage1"] = evaluate_cached(model_dir, key, world, run_dir, examples)
     if arm.align is not None:
         model_dir, s2_info = run_stage2(model_dir, key, arm.align, seed, start == "chat", run_dir, root)
         key, seconds = model_dir.name, seconds + s2_info["seconds"]
     metrics = evaluate_cached(model_dir, key, world, run_dir, examples)
-    return {"metrics": metrics, "train_seconds": round(seconds, 1), "stage1": s1_info, "model_dir": str(model_dir)}
+    final = "stage2" if arm.align is not None else "stage1" if arm.cpt is not None else "start"
+    points[final] = metrics
+    return {"metrics": metrics, "train_seconds": round(seconds, 1), "stage1": s1_info, "model_dir": str(model_dir),
+            "probes": points}
 
 
 __all__ = ["ArmConfig", "ReproduceConfig", "ResolvedArm", "merge", "load_arm", "sweep_variant", "weights_key", "stage1_key",

@@ -214,6 +214,50 @@ def plot_results(results, path: str | Path | None = None, panels=RESULT_PANELS):
     return _finish(fig, path)
 
 
+PROBE_LEVELS = (("stored", "stored (likelihood choice)"), ("extractable", "extractable (plain QA)"),
+                ("said", "said (chat QA)"))
+
+
+def plot_probes(probes, path: str | Path | None = None, chance: dict | None = None):
+    """Where the knowledge goes: for each (start, arm) that trains (columns) and each QA set (rows: domain facts,
+    held-out general facts), the three knowledge levels at each point of the pipeline (start model, after stage 1,
+    after stage 2) as grouped bars; height = mean over seeds, dots = seeds. ``probes``: ``figures/probes.csv``.
+    ``chance``: ``{"domain": p, "general": p}``, the stored probe's chance level, drawn as a dotted line."""
+    import numpy as np
+
+    pairs = [k for k, g in probes.groupby(["start", "arm"], sort=False) if g["point"].nunique() > 1]
+    fig, axes = plt.subplots(2, max(1, len(pairs)), figsize=(2.6 * max(1, len(pairs)) + 0.8, 5.6), squeeze=False,
+                             sharey=True)
+    width = 0.26
+    for col, (start, arm) in enumerate(pairs):
+        sub = probes[(probes["start"] == start) & (probes["arm"] == arm)]
+        points = [p for p in ("start", "stage1", "stage2") if p in set(sub["point"])]
+        for row, qa_set in enumerate(("domain", "general")):
+            ax = axes[row, col]
+            for j, (level, label) in enumerate(PROBE_LEVELS):
+                for x, point in enumerate(points):
+                    vals = sub[(sub["point"] == point) & (sub["qa_set"] == qa_set)][level].to_numpy()
+                    xi = x + (j - 1) * width
+                    ax.bar(xi, vals.mean(), width, color=f"C{j}", alpha=0.8,
+                           label=label if (x == 0 and col == 0 and row == 0) else None)
+                    ax.plot([xi] * len(vals), vals, "k.", ms=2)
+            if chance:
+                ax.axhline(chance[qa_set], color="C0", ls=":", lw=1)
+            ax.set_xticks(range(len(points)), [{"stage1": "stage 1", "stage2": "stage 2"}.get(p, p) for p in points],
+                          fontsize=8)
+            ax.set_ylim(0, 1.02)
+            if row == 0:
+                ax.set_title(f"{arm}\n(start: {start})", fontsize=9)
+            if col == 0:
+                ax.set_ylabel(f"{'domain facts' if qa_set == 'domain' else 'held-out general facts'}\naccuracy",
+                              fontsize=9)
+    fig.legend(loc="upper center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.suptitle("Where the knowledge goes" + (" (dotted: chance of the stored probe)" if chance else ""), fontsize=10,
+                 y=0.94)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    return _finish(fig, path)
+
+
 def plot_forgetting_curves(curves, path: str | Path | None = None):
     """Stage 1 over steps, plain-format QA: held-out general (forgetting) and domain (learning); one line per
     (arm, start), mean over seeds with a band of ± one standard deviation. ``curves``: ``figures/stage1_curves.csv``."""

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .atomic import write_text_atomic
-from .evaluation import METRIC_COLUMNS, PLAIN_COLUMNS, format_base_table
+from .evaluation import HIT_KEYS, LEVELS, METRIC_COLUMNS, PLAIN_COLUMNS, STORED_COLUMNS, format_base_table
 from .plots import plot_base_training
 from .tokenizer import train_tokenizer
 from .training import BasePretrainConfig, evaluate_base, load_base_checkpoint, pretrain_base
@@ -60,8 +60,13 @@ def reproduce_base(cfg: BasePretrainConfig, shipped: Path, figures: Path, run_di
 
 
 # -- the compared pipelines ---------------------------------------------------------------------------------------------
-RESULT_COLUMNS = ("arm", "start", "seed", *METRIC_COLUMNS, "train_seconds", *PLAIN_COLUMNS)
+RESULT_COLUMNS = ("arm", "start", "seed", *METRIC_COLUMNS, "train_seconds", *PLAIN_COLUMNS, *STORED_COLUMNS)
 SWEEP_COLUMNS = ("param", "value", "arm", "start", "seed", *METRIC_COLUMNS, "train_seconds", *PLAIN_COLUMNS)
+PROBE_COLUMNS = ("arm", "start", "seed", "point", "qa_set", "stored", "extractable", "said")
+COMPARISON_COLUMNS = ("question", "start", "metric", "a", "b", "n_seeds", "n_questions", "a_mean", "b_mean", "diff",
+                      "lo", "hi", "half_width", "a_wins")
+POINTS = ("start", "stage1", "stage2")  # where the probes look: the start model, after stage 1, after stage 2
+PROTOCOLS = ("validated", "fixed")
 METRIC_LABELS = {
     "domain_qa_acc": "domain QA (chat)",
     "general_qa_acc": "held-out general QA (chat)",
@@ -70,7 +75,11 @@ METRIC_LABELS = {
     "general_ppl": "general doc. perplexity",
     "plain_domain_qa_acc": "domain QA (plain)",
     "plain_general_qa_acc": "held-out general QA (plain)",
+    "stored_domain_acc": "domain facts stored",
+    "stored_general_acc": "held-out general facts stored",
 }
+# metric column -> the per-question hits behind it (evaluation.HIT_KEYS), for the paired bootstrap
+METRIC_HITS = {col: f"{qa_set}_{level}" for level, cols in LEVELS.items() for qa_set, col in zip(("domain", "general"), cols)}
 
 
 def grid_pairs(cfg, full: bool) -> list[tuple[str, str]]:
@@ -120,9 +129,10 @@ def format_results_table(summary, columns=METRIC_COLUMNS + ("train_seconds",)) -
     return "\n".join(lines)
 
 
-# The questions of the issue, each as (arm a, arm b, metrics): a paired comparison per start, seed by seed.
+# The questions of the reproduction, each as (arm a, arm b, metrics): a paired comparison per start.
 QUESTIONS = (
-    ("Does Mix-CPT beat traditional?", "mixcpt", "traditional", ("domain_qa_acc", "general_qa_acc")),
+    ("Does Mix-CPT beat traditional?", "mixcpt", "traditional",
+     ("domain_qa_acc", "general_qa_acc", "plain_domain_qa_acc", "stored_domain_acc")),
     ("Does LSSD reduce forgetting?", "mixcpt", "no_lssd", ("general_qa_acc", "plain_general_qa_acc", "domain_qa_acc")),
     ("Does the swap matter (vs plain self-KD)?", "mixcpt", "self_kd", ("domain_qa_acc", "general_qa_acc")),
     ("Does the mixture matter?", "mixcpt", "no_mix", ("domain_qa_acc", "general_qa_acc")),
@@ -131,11 +141,19 @@ QUESTIONS = (
 )
 
 
-def paired_differences(results, questions=QUESTIONS):
-    """For each question and start where both arms ran with the same seeds: the per-seed difference a - b of each
-    metric, its mean and sample standard deviation, and in how many seeds a > b. Returns a DataFrame."""
+def paired_differences(results, hits: dict | None = None, questions=QUESTIONS, n_boot: int = 4000):
+    """For each question and start where both arms ran with the same seeds: the mean difference a - b of each metric,
+    its 95% interval and half-width (:func:`mixcpt_core.stats.paired_bootstrap`, over questions and seeds, paired by
+    seed; resolution = half-width), the per-seed spread and in how many seeds a > b. ``hits``: ``{(start, arm,
+    seed): {hit key: [0/1 per question]}}`` (from the evaluations); metrics without per-question hits (format,
+    perplexity) or arms without them are bootstrapped over seeds only. Returns a DataFrame of
+    :data:`COMPARISON_COLUMNS` plus ``diff_std``."""
+    import numpy as np
     import pandas as pd
 
+    from .stats import paired_bootstrap
+
+    hits = hits or {}
     out = []
     for question, a, b, metrics in questions:
         for start in dict.fromkeys(results["start"]):
@@ -145,68 +163,119 @@ def paired_differences(results, questions=QUESTIONS):
             if not seeds:
                 continue
             for m in metrics:
+                key = METRIC_HITS.get(m)
+                have = key and all((start, arm, s) in hits for arm in (a, b) for s in seeds)
+                if have:
+                    xa = np.array([hits[(start, a, s)][key] for s in seeds])
+                    xb = np.array([hits[(start, b, s)][key] for s in seeds])
+                else:  # one value per seed
+                    xa, xb = ra.loc[seeds, m].to_numpy()[:, None], rb.loc[seeds, m].to_numpy()[:, None]
+                ci = paired_bootstrap(xa, xb, n_boot=n_boot)
                 d = ra.loc[seeds, m] - rb.loc[seeds, m]
-                out.append({"question": question, "start": start, "a": a, "b": b, "metric": m, "n_seeds": len(seeds),
+                out.append({"question": question, "start": start, "metric": m, "a": a, "b": b,
+                            "n_seeds": len(seeds), "n_questions": ci["n_questions"] if have else 0,
                             "a_mean": ra.loc[seeds, m].mean(), "b_mean": rb.loc[seeds, m].mean(),
-                            "diff_mean": d.mean(), "diff_std": d.std(ddof=1) if len(seeds) > 1 else 0.0,
-                            "a_wins": int((d > 0).sum())})
+                            "diff": d.mean(), "lo": ci["lo"], "hi": ci["hi"], "half_width": ci["half_width"],
+                            "diff_std": d.std(ddof=1) if len(seeds) > 1 else 0.0, "a_wins": int((d > 0).sum())})
     return pd.DataFrame(out)
 
 
 def format_differences_table(diffs) -> str:
-    """Markdown table of :func:`paired_differences`."""
-    lines = ["| question | start | metric | a | b | a − b (mean ± std) | seeds where a > b |", "|---|---|---|---|---|---|---|"]
+    """Markdown table of :func:`paired_differences`: the difference with its 95% interval and the resolution."""
+    lines = ["| question | start | metric | a | b | a − b [95% interval] | resolution (±) | seeds where a > b |",
+             "|---|---|---|---|---|---|---|---|"]
     for _, r in diffs.iterrows():
         lines.append(f"| {r['question']} | {r['start']} | {METRIC_LABELS[r['metric']]} | {r['a']} {r['a_mean']:.3f} | "
-                     f"{r['b']} {r['b_mean']:.3f} | {r['diff_mean']:+.3f} ± {r['diff_std']:.3f} | "
-                     f"{r['a_wins']} of {r['n_seeds']} |")
+                     f"{r['b']} {r['b_mean']:.3f} | {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] | "
+                     f"{r['half_width']:.3f} | {r['a_wins']} of {r['n_seeds']} |")
     return "\n".join(lines)
 
 
-def write_grid_outputs(rows: list[dict], curves: list[dict], examples: dict, figures: Path, suffix: str,
-                       seeds: list[int]):
+def probe_rows(arm: str, start: str, seed: int, probes: dict) -> list[dict]:
+    """Rows of ``probes.csv`` for one run: per point (start, stage 1, stage 2) and QA set, the three levels."""
+    rows = []
+    for point in POINTS:
+        if point not in probes:
+            continue
+        m = probes[point]
+        for i, qa_set in enumerate(("domain", "general")):
+            rows.append({"arm": arm, "start": start, "seed": seed, "point": point, "qa_set": qa_set,
+                         **{level: m[cols[i]] for level, cols in LEVELS.items()}})
+    return rows
+
+
+def format_probe_table(probes) -> str:
+    """Markdown table of ``probes.csv``: per (start, arm, point), stored / extractable / said on domain and on
+    held-out general facts, mean over seeds."""
+    g = probes.groupby(["start", "arm", "point", "qa_set"], sort=False)[["stored", "extractable", "said"]].mean()
+    lines = ["| start | arm | point | domain: stored | extractable | said | general: stored | extractable | said |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (start, arm, point), sub in g.groupby(level=[0, 1, 2], sort=False):
+        cells = []
+        for qa_set in ("domain", "general"):
+            r = sub.xs(qa_set, level=3).iloc[0]
+            cells += [f"{r[level]:.3f}" for level in ("stored", "extractable", "said")]
+        lines.append(f"| {start} | {arm} | {point} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_grid_outputs(grid: dict, figures: Path, suffix: str, seeds: list[int], label: str):
     """Write one grid's files to ``figures``: ``results<suffix>.csv`` (:data:`RESULT_COLUMNS`), ``results<suffix>.md``
-    (the mean ± std tables and the paired differences), ``results<suffix>.png``, ``stage1_curves<suffix>.csv``,
-    ``forgetting_curves<suffix>.png`` (if there is a stage 1) and ``generations<suffix>.json``. Returns the results as a
-    DataFrame and the names of the files written."""
+    (mean ± std tables, the probes, the paired differences with intervals), ``results<suffix>.png``,
+    ``probes<suffix>.csv`` / ``.png``, ``comparisons<suffix>.csv``, ``stage1_curves<suffix>.csv``,
+    ``forgetting_curves<suffix>.png`` (if there is a stage 1) and ``generations<suffix>.json``. ``grid``: what
+    :func:`run_grid` returns. Returns the results as a DataFrame and the names of the files written."""
     import pandas as pd
 
-    from .plots import plot_forgetting_curves, plot_results
+    from .plots import plot_forgetting_curves, plot_probes, plot_results
 
     figures.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, RESULT_COLUMNS, figures / f"results{suffix}.csv")
-    write_csv(curves, ("arm", "start", "seed", "step", "heldout_qa_acc", "domain_qa_acc"),
+    write_csv(grid["rows"], RESULT_COLUMNS, figures / f"results{suffix}.csv")
+    write_csv(grid["curves"], ("arm", "start", "seed", "step", "heldout_qa_acc", "domain_qa_acc"),
               figures / f"stage1_curves{suffix}.csv")
-    write_text_atomic(figures / f"generations{suffix}.json", json.dumps(examples, indent=1) + "\n")
+    write_csv(grid["probes"], PROBE_COLUMNS, figures / f"probes{suffix}.csv")
+    write_text_atomic(figures / f"generations{suffix}.json", json.dumps(grid["examples"], indent=1) + "\n")
     results = pd.read_csv(figures / f"results{suffix}.csv")
+    probes = pd.read_csv(figures / f"probes{suffix}.csv")
+    diffs = paired_differences(results, grid["hits"])
+    write_csv(diffs.to_dict("records"), COMPARISON_COLUMNS, figures / f"comparisons{suffix}.csv")
     table = format_results_table(summarize(results))
-    md = (f"{table}\n\nWhat the models know in the plain `Question:/Answer:` format of pre-training:\n\n"
-          f"{format_results_table(summarize(results, PLAIN_COLUMNS), PLAIN_COLUMNS)}\n\nMean ± sample standard "
-          f"deviation over seeds {seeds}; `train s` = wall time of the arm's own stages on this machine.\n")
-    diffs = paired_differences(results)
+    md = (f"{label}\n\n{table}\n\nWhat the models know in the plain `Question:/Answer:` format of pre-training, and "
+          f"what they have stored (multiple choice by likelihood):\n\n"
+          f"{format_results_table(summarize(results, PLAIN_COLUMNS + STORED_COLUMNS), PLAIN_COLUMNS + STORED_COLUMNS)}"
+          f"\n\nMean ± sample standard deviation over seeds {seeds}; `train s` = wall time of the arm's own stages on "
+          f"this machine.\n\nWhere the knowledge goes (mean over seeds):\n\n{format_probe_table(probes)}\n")
     if len(diffs):
-        md += f"\nPaired by seed (a − b):\n\n{format_differences_table(diffs)}\n"
+        md += (f"\nPaired differences (a − b), 95% interval by a bootstrap over questions and seeds, paired by seed; "
+               f"resolution = the interval's half-width:\n\n{format_differences_table(diffs)}\n")
     write_text_atomic(figures / f"results{suffix}.md", md)
     plot_results(results, figures / f"results{suffix}.png")
+    plot_probes(probes, figures / f"probes{suffix}.png", chance=grid.get("chance"))
     names = [f"{n}{suffix}.{ext}" for n, ext in (("results", "csv"), ("results", "md"), ("results", "png"),
+                                                  ("probes", "csv"), ("probes", "png"), ("comparisons", "csv"),
                                                   ("stage1_curves", "csv"), ("generations", "json"))]
-    if curves:
+    if grid["curves"]:
         plot_forgetting_curves(pd.read_csv(figures / f"stage1_curves{suffix}.csv"),
                                figures / f"forgetting_curves{suffix}.png")
         names.append(f"forgetting_curves{suffix}.png")
-    print(f"\n{table}")
+    print(f"\n{label}\n{table}")
     return results, names
 
 
 def load_grid_outputs(figures: Path) -> dict:
     """The largest grid written to ``figures``: the ``_full`` files if ``mixcpt reproduce --full`` wrote them, else the
-    main ones. Returns ``{"name", "results", "curves", "generations"}`` (DataFrames, and a dict of generations)."""
+    main ones. Returns ``{"name", "results", "curves", "probes", "comparisons", "generations"}`` (DataFrames, and a
+    dict of generations; ``None`` for a file that is not there)."""
     import pandas as pd
 
     suffix = "_full" if (figures / "results_full.csv").exists() else ""
-    curves = figures / f"stage1_curves{suffix}.csv"
-    return {"name": f"results{suffix}.csv", "results": pd.read_csv(figures / f"results{suffix}.csv"),
-            "curves": pd.read_csv(curves) if curves.exists() else None,
+
+    def read(name):
+        return pd.read_csv(figures / name) if (figures / name).exists() else None
+
+    return {"name": f"results{suffix}.csv", "results": read(f"results{suffix}.csv"),
+            "curves": read(f"stage1_curves{suffix}.csv"), "probes": read(f"probes{suffix}.csv"),
+            "comparisons": read(f"comparisons{suffix}.csv"),
             "generations": json.loads((figures / f"generations{suffix}.json").read_text(encoding="utf-8"))}
 
 
@@ -219,10 +288,85 @@ def sweep_reference(results, arm: str = "traditional", start: str = "base") -> d
     return {f"{arm} ({len(rows)} seeds)": {m: rows[m].mean() for m in ("domain_qa_acc", "general_qa_acc")}}
 
 
-def reproduce(cfg, root: Path, figures: Path, full: bool = False, sweep: bool = False) -> dict:
-    """Run the grid (``cfg.main``, plus ``cfg.full`` with ``full``) for every seed, then the sweep with ``sweep``;
-    write the tables and figures to ``figures``. Every stage is cached in ``cfg.run_dir`` (relative to ``root``):
-    rerunning after an interruption continues where it stopped. Returns ``{"rows", "sweep_rows", "seconds"}``."""
+def resolve_arms(cfg, root: Path, pairs: list[tuple[str, str]], protocol: str) -> dict:
+    """``{(start, arm): ResolvedArm}``. ``validated``: every arm with a stage 2 gets its selected recipe
+    (``cfg.stage2_recipes/<start>-<arm>.yaml``, written by ``mixcpt search``); ``fixed``: the arm configs as they
+    are (the fixed defaults)."""
+    from .pipelines import load_arm
+    from .search import load_recipe
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    arms = {}
+    for start, name in pairs:
+        plain = load_arm(name, cfg.arms_dir, root, cfg.cpt_overrides, cfg.align_overrides)
+        recipe = (load_recipe(root / cfg.stage2_recipes, start, name)
+                  if protocol == "validated" and plain.align is not None else None)
+        arms[(start, name)] = (load_arm(name, cfg.arms_dir, root, cfg.cpt_overrides, cfg.align_overrides, recipe=recipe)
+                               if recipe else plain)
+    return arms
+
+
+def run_grid(cfg, root: Path, world, starts: dict, pairs: list[tuple[str, str]], arms: dict, tag: str) -> dict:
+    """Every (start, arm) of ``pairs`` for every seed of ``cfg``: results rows, stage-1 curves, probe rows,
+    per-question hits (for the intervals) and seed-0 example generations."""
+    from .pipelines import run_arm
+
+    t0 = time.time()
+    run_dir = root / cfg.run_dir
+    from .probes import chance_accuracy
+
+    grid = {"rows": [], "curves": [], "probes": [], "hits": {}, "examples": {},
+            "chance": {"domain": chance_accuracy(world.qa_split("domain")),
+                       "general": chance_accuracy(world.qa_split("general_heldout"))}}
+    total = len(pairs) * len(cfg.seeds)
+    for seed in cfg.seeds:
+        for start, arm in pairs:
+            t = time.time()
+            r = run_arm(arms[(start, arm)], start, starts[start], seed, world, run_dir, root,
+                        cfg.examples if seed == cfg.seeds[0] else 0)
+            m = r["metrics"]
+            grid["rows"].append({"arm": arm, "start": start, "seed": seed, "train_seconds": r["train_seconds"],
+                                 **{c: m[c] for c in METRIC_COLUMNS + PLAIN_COLUMNS + STORED_COLUMNS}})
+            grid["hits"][(start, arm, seed)] = m["hits"]
+            grid["probes"] += probe_rows(arm, start, seed, r["probes"])
+            if r["stage1"]:
+                grid["curves"] += [{"arm": arm, "start": start, "seed": seed, "step": h["step"],
+                                    "heldout_qa_acc": h["heldout_qa_acc"], "domain_qa_acc": h["domain_qa_acc"]}
+                                   for h in r["stage1"]["history"] if "heldout_qa_acc" in h]
+            if seed == cfg.seeds[0]:
+                grid["examples"][f"{arm} / {start}"] = m.get("examples", [])
+            print(f"[{tag} {len(grid['rows'])}/{total}] {arm:>17} start={start} seed={seed}: domain QA "
+                  f"{m['domain_qa_acc']:.3f}  general QA {m['general_qa_acc']:.3f}  format {m['format_rate']:.3f}  "
+                  f"stored {m['stored_domain_acc']:.3f}/{m['stored_general_acc']:.3f}  ({time.time() - t:.0f} s, "
+                  f"{(time.time() - t0) / 60:.1f} min so far)", flush=True)
+    return grid
+
+
+def _subset(grid: dict, keep: set) -> dict:
+    """The part of a grid whose (start, arm) is in ``keep``."""
+    return {"rows": [r for r in grid["rows"] if (r["start"], r["arm"]) in keep],
+            "curves": [c for c in grid["curves"] if (c["start"], c["arm"]) in keep],
+            "probes": [p for p in grid["probes"] if (p["start"], p["arm"]) in keep],
+            "hits": {k: v for k, v in grid["hits"].items() if (k[0], k[1]) in keep},
+            "examples": {k: v for k, v in grid["examples"].items() if tuple(k.split(" / ")[::-1]) in keep},
+            "chance": grid["chance"]}
+
+
+PROTOCOL_LABELS = {
+    "validated": "**Validated protocol**: each pipeline's stage-2 recipe chosen on validation QA by the declared "
+                 "search (`configs/stage2-selected/`).",
+    "fixed": "**Fixed defaults** (the stage-2 settings of the arm configs, fixed before any run; not validated).",
+}
+
+
+def reproduce(cfg, root: Path, figures: Path, full: bool = False, sweep: bool = False,
+              protocols=("validated",)) -> dict:
+    """Run the grid (``cfg.main``, plus ``cfg.full`` with ``full``) for every seed under each protocol of
+    ``protocols`` -- ``validated`` (the selected stage-2 recipes) writes ``results.*`` (and ``results_full.*``),
+    ``fixed`` (the arm configs' fixed defaults, main arms only) writes ``results_fixed.*`` -- then the sweep with
+    ``sweep``. Every stage is cached in ``cfg.run_dir`` (relative to ``root``): rerunning after an interruption
+    continues where it stopped. Returns ``{"grids", "sweep_rows", "seconds"}``."""
     import pandas as pd
 
     from .pipelines import build_chat_start, load_arm, run_arm, sweep_variant
@@ -234,39 +378,26 @@ def reproduce(cfg, root: Path, figures: Path, full: bool = False, sweep: bool = 
     world = generate_world(cfg.world)
     starts = {"base": root / cfg.base_model}
     pairs = grid_pairs(cfg, full)
+    main_pairs = grid_pairs(cfg, full=False)
     if any(s == "chat" for s, _ in pairs):
         print("[start] chat = base model + SFT on all general instructions", flush=True)
         starts["chat"] = build_chat_start(starts["base"], cfg.world, cfg.chat_sft, run_dir / "start-chat")
-    arms = {a: load_arm(a, cfg.arms_dir, root, cfg.cpt_overrides, cfg.align_overrides) for _, a in pairs}
+    # every arm of every protocol is resolved (and so checked: a missing recipe stops here) before anything runs
+    plan = {p: resolve_arms(cfg, root, pairs if p == "validated" else main_pairs, p) for p in protocols}
 
-    rows, curves, examples = [], [], {}
-    total = len(pairs) * len(cfg.seeds)
-    for seed in cfg.seeds:
-        for start, arm in pairs:
-            t = time.time()
-            r = run_arm(arms[arm], start, starts[start], seed, world, run_dir, root, cfg.examples if seed == 0 else 0)
-            rows.append({"arm": arm, "start": start, "seed": seed, **{c: r["metrics"][c] for c in
-                         METRIC_COLUMNS + PLAIN_COLUMNS}, "train_seconds": r["train_seconds"]})
-            if r["stage1"]:
-                curves += [{"arm": arm, "start": start, "seed": seed, "step": h["step"],
-                            "heldout_qa_acc": h["heldout_qa_acc"], "domain_qa_acc": h["domain_qa_acc"]}
-                           for h in r["stage1"]["history"] if "heldout_qa_acc" in h]
-            if seed == cfg.seeds[0]:
-                examples[f"{arm} / {start}"] = r["metrics"].get("examples", [])
-            m = rows[-1]
-            print(f"[{len(rows)}/{total}] {arm:>17} start={start} seed={seed}: domain QA {m['domain_qa_acc']:.3f}  "
-                  f"general QA {m['general_qa_acc']:.3f}  format {m['format_rate']:.3f}  "
-                  f"({time.time() - t:.0f} s, {(time.time() - t0) / 60:.1f} min so far)", flush=True)
-
-    main_pairs = set(grid_pairs(cfg, full=False))
-    is_main = [(r["start"], r["arm"]) in main_pairs for r in rows]
-    results, written = write_grid_outputs([r for r, m in zip(rows, is_main) if m],
-                                          [c for c in curves if (c["start"], c["arm"]) in main_pairs],
-                                          {k: v for k, v in examples.items() if tuple(k.split(" / ")[::-1]) in main_pairs},
-                                          figures, "", cfg.seeds)
-    if full:
-        results, names = write_grid_outputs(rows, curves, examples, figures, "_full", cfg.seeds)
-        written += names
+    grids, written = {}, []
+    for protocol, arms in plan.items():
+        grid = run_grid(cfg, root, world, starts, list(arms), arms, protocol)
+        grids[protocol] = grid
+        if protocol == "validated":
+            results, names = write_grid_outputs(_subset(grid, set(main_pairs)), figures, "", cfg.seeds,
+                                                PROTOCOL_LABELS[protocol])
+            written += names
+            if full:
+                results, names = write_grid_outputs(grid, figures, "_full", cfg.seeds, PROTOCOL_LABELS[protocol])
+                written += names
+        else:
+            written += write_grid_outputs(grid, figures, "_fixed", cfg.seeds, PROTOCOL_LABELS[protocol])[1]
 
     sweep_rows = []
     if sweep and cfg.sweep:
@@ -276,7 +407,7 @@ def reproduce(cfg, root: Path, figures: Path, full: bool = False, sweep: bool = 
         for seed in cfg.sweep_seeds:
             for i, (param, value, variant) in enumerate(points, 1):
                 t = time.time()
-                r = run_arm(variant, "base", starts["base"], seed, world, run_dir, root)
+                r = run_arm(variant, "base", starts["base"], seed, world, run_dir, root, probe_stages=False)
                 sweep_rows.append({"param": param, "value": value, "arm": cfg.sweep_arm, "start": "base", "seed": seed,
                                    **{c: r["metrics"][c] for c in METRIC_COLUMNS + PLAIN_COLUMNS},
                                    "train_seconds": r["train_seconds"]})
@@ -284,9 +415,10 @@ def reproduce(cfg, root: Path, figures: Path, full: bool = False, sweep: bool = 
                       f"{r['metrics']['domain_qa_acc']:.3f}  general QA {r['metrics']['general_qa_acc']:.3f} "
                       f"({time.time() - t:.0f} s)", flush=True)
         write_csv(sweep_rows, SWEEP_COLUMNS, figures / "sweep.csv")
-        plot_sweep(pd.read_csv(figures / "sweep.csv"), figures / "sweep.png", reference=sweep_reference(results))
+        reference = pd.DataFrame(grids["fixed"]["rows"]) if "fixed" in grids else pd.read_csv(figures / "results.csv")
+        plot_sweep(pd.read_csv(figures / "sweep.csv"), figures / "sweep.png", reference=sweep_reference(reference))
 
     seconds = time.time() - t0
     written += ["sweep.csv", "sweep.png"] if sweep_rows else []
     print(f"\nwrote {', '.join(written)} to {figures}/ in {seconds / 60:.1f} min")
-    return {"rows": rows, "sweep_rows": sweep_rows, "seconds": seconds}
+    return {"grids": grids, "sweep_rows": sweep_rows, "seconds": seconds}

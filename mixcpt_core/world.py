@@ -10,6 +10,11 @@ year). People come in two groups:
 * **domain** people appear only in domain documents (stage 1). Their QA is never trained on by any pipeline: it is
   the target-domain test.
 
+A share ``val_fraction`` of the held-out general people and of the domain people are **validation** people: their
+documents are like everyone else's, but their questions form the validation splits (``general_val``,
+``domain_val``), the only QA a choice (a learning rate, a step count, a stage-2 recipe) may be made on. The other
+held-out and domain questions (``general_heldout``, ``domain``) are test sets: read for reporting, never for choosing.
+
 Documents mention the full name in every sentence, use one of several paraphrase templates per attribute and can
 shuffle sentence order; ``docs_per_entity`` documents are written per person. These three knobs decide whether
 stored knowledge becomes extractable (Allen-Zhu & Li, "Physics of Language Models 3.1").
@@ -112,6 +117,7 @@ class WorldConfig:
     n_general: int = 240
     n_domain: int = 120
     heldout_fraction: float = 0.5  # share of general people whose QA is never trained on
+    val_fraction: float = 0.2  # share of held-out general and of domain people whose QA is validation, not test
     docs_per_entity: int = 4  # augmentation: documents per person
     templates_per_attribute: int = 4  # augmentation: paraphrase templates in use (1..6)
     permute_sentences: bool = True  # augmentation: shuffle sentence order per document
@@ -133,6 +139,8 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.n_general must be >= 4 (seen and held-out halves), got {self.n_general}")
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ValueError(f"WorldConfig.heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"WorldConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.templates_per_attribute > 6:
             raise ValueError(f"WorldConfig.templates_per_attribute must be <= 6, got {self.templates_per_attribute}")
 
@@ -167,7 +175,10 @@ class World:
         return [d["text"] for d in self.documents if d["group"] == group and d["split"] == split]
 
     def qa_split(self, split: str) -> list[dict]:
-        """QA items of one split: "general_seen", "general_heldout" or "domain"."""
+        """QA items of one split: "general_seen" (trained), the test splits "general_heldout" and "domain", or the
+        validation splits "general_val" and "domain_val" (see :data:`QA_SPLITS`)."""
+        if split not in QA_SPLITS:
+            raise ValueError(f"unknown QA split {split!r}; the splits are {list(QA_SPLITS)}")
         return [q for q in self.qa if q["split"] == split]
 
     def base_pretraining_texts(self) -> list[str]:
@@ -181,6 +192,18 @@ class World:
         texts += [m["content"] for r in self.instructions for m in r["messages"]]
         texts += [t for p in self.preferences for t in (p["prompt"], p["chosen"], p["rejected"])]
         return texts
+
+
+# QA splits: what each may be used for. Test splits are for reporting only; choices read the validation splits.
+QA_SPLITS = {
+    "general_seen": "train",  # in the base corpus as plain text; instructions and preferences name these people
+    "general_val": "validation",  # held-out general people set aside for choices (never trained)
+    "domain_val": "validation",  # domain people set aside for choices (documents in stage 1, QA never trained)
+    "general_heldout": "test",  # held-out general facts: extraction and forgetting test
+    "domain": "test",  # the target-domain test
+}
+VALIDATION_SPLITS = tuple(s for s, use in QA_SPLITS.items() if use == "validation")
+TEST_SPLITS = tuple(s for s, use in QA_SPLITS.items() if use == "test")
 
 
 def plain_qa_text(question: str, answer: str) -> str:
@@ -313,18 +336,28 @@ def generate_world(cfg: WorldConfig) -> World:
     general = _people(rng, cfg.n_general, general_surnames, "general", "g")
     domain = _people(rng, cfg.n_domain, domain_surnames, "domain", "d")
     n_heldout = max(1, min(cfg.n_general - 2, round(cfg.n_general * cfg.heldout_fraction)))
-    for i, p in enumerate(general):  # people were sampled in random order, so a prefix split is a random split
-        p["split"] = "heldout" if i < n_heldout else "seen"
-    for p in domain:
-        p["split"] = "domain"
+    # People were sampled in random order, so a prefix split is a random split. The validation people are the last
+    # ones of the held-out and of the domain people: assigning them draws nothing from rng, so every document and
+    # every training text is the same whatever val_fraction is.
+    n_val_general, n_val_domain = _n_val(n_heldout, cfg.val_fraction), _n_val(cfg.n_domain, cfg.val_fraction)
+    for i, p in enumerate(general):
+        p["split"] = ("seen" if i >= n_heldout else "val" if i >= n_heldout - n_val_general else "heldout")
+    for i, p in enumerate(domain):
+        p["split"] = "domain_val" if i >= cfg.n_domain - n_val_domain else "domain"
     seen = [p for p in general if p["split"] == "seen"]
 
     world = World(config=cfg, entities=general + domain)
     world.documents = _documents(rng, general + domain, cfg)
-    world.qa = _qa(general, lambda p: f"general_{p['split']}") + _qa(domain, lambda p: "domain")
+    world.qa = _qa(general, lambda p: f"general_{p['split']}") + _qa(domain, lambda p: p["split"])
     world.instructions = _instructions(rng, seen, cfg)
     world.preferences = _preferences(rng, seen, cfg)
     return world
+
+
+def _n_val(n_people: int, fraction: float) -> int:
+    """Validation people among ``n_people``: ``round(fraction * n)``, at least 1 when ``fraction > 0``, and always
+    leaving at least one test person."""
+    return 0 if fraction == 0 else max(1, min(n_people - 1, round(n_people * fraction)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

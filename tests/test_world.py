@@ -49,7 +49,10 @@ def test_sizes_and_splits(tiny_world):
     general = [e for e in tiny_world.entities if e["group"] == "general"]
     domain = [e for e in tiny_world.entities if e["group"] == "domain"]
     assert len(general) == cfg.n_general and len(domain) == cfg.n_domain
-    assert sum(e["split"] == "heldout" for e in general) == round(cfg.n_general * cfg.heldout_fraction)
+    n_heldout = round(cfg.n_general * cfg.heldout_fraction)
+    assert sum(e["split"] in ("heldout", "val") for e in general) == n_heldout
+    assert sum(e["split"] == "val" for e in general) == round(n_heldout * cfg.val_fraction)
+    assert sum(e["split"] == "domain_val" for e in domain) == round(cfg.n_domain * cfg.val_fraction)
     assert len({e["name"] for e in tiny_world.entities}) == len(tiny_world.entities)  # names are unique
     # general and domain surnames are disjoint: the domain is new to the base model
     assert not {e["name"].split()[1] for e in general} & {e["name"].split()[1] for e in domain}
@@ -67,7 +70,7 @@ def test_no_test_qa_or_test_person_reaches_training_text(tiny_world):
     training += [m["content"] for r in w.instructions for m in r["messages"]]
     training += [t for p in w.preferences for t in (p["prompt"], p["chosen"], p["rejected"])]
     blob = "\n".join(training)
-    for q in w.qa_split("general_heldout") + w.qa_split("domain"):
+    for q in w.qa_split("general_heldout") + w.qa_split("domain") + w.qa_split("general_val") + w.qa_split("domain_val"):
         assert q["question"] not in blob
         assert plain_qa_text(q["question"], q["answer"]) not in blob
     # instruction and preference data only ever name seen general people
@@ -169,3 +172,38 @@ def test_world_json_records_config_and_counts(tmp_path, sample_world):
     meta = json.loads((write_world(sample_world, tmp_path / "w") / "world.json").read_text())
     assert meta["fingerprint"] == sample_world.config.fingerprint()
     assert meta["counts"]["qa"] == len(sample_world.qa)
+
+
+def test_validation_and_test_splits_are_disjoint(tiny_world):
+    """Validation questions (the only ones a choice may read) share no question, fact or person with the test
+    questions, and every QA item is in exactly one split."""
+    from mixcpt_core.world import QA_SPLITS, TEST_SPLITS, VALIDATION_SPLITS
+
+    by_split = {s: tiny_world.qa_split(s) for s in QA_SPLITS}
+    assert sum(map(len, by_split.values())) == len(tiny_world.qa)
+    val = [q for s in VALIDATION_SPLITS for q in by_split[s]]
+    test = [q for s in TEST_SPLITS for q in by_split[s]]
+    assert len(by_split["general_val"]) == len(by_split["domain_val"]) == 96  # 24 people x 4 facts each
+    assert len(by_split["general_heldout"]) == len(by_split["domain"]) == 384
+    for key in ("id", "question", "entity_id"):
+        assert not {q[key] for q in val} & {q[key] for q in test}
+    # validation people are held-out general people or domain people: their QA is in no training text either
+    split_of = {e["id"]: e["split"] for e in tiny_world.entities}
+    assert {split_of[q["entity_id"]] for q in by_split["general_val"]} == {"val"}
+    assert {split_of[q["entity_id"]] for q in by_split["domain_val"]} == {"domain_val"}
+    with pytest.raises(ValueError, match="unknown QA split"):
+        tiny_world.qa_split("heldout")
+
+
+def test_val_fraction_changes_no_training_text():
+    """Carving out validation questions draws nothing from the world's random stream: every document, instruction
+    and preference pair (so the tokenizer and the base model) is the same with and without a validation split."""
+    with_val, without = generate_world(WorldConfig(val_fraction=0.2)), generate_world(WorldConfig(val_fraction=0.0))
+    assert with_val.all_texts() == without.all_texts()
+    assert (with_val.documents, with_val.instructions, with_val.preferences) == (
+        without.documents, without.instructions, without.preferences)
+    assert not without.qa_split("general_val") and not without.qa_split("domain_val")
+    assert {q["id"] for q in with_val.qa_split("general_val") + with_val.qa_split("general_heldout")} == {
+        q["id"] for q in without.qa_split("general_heldout")}
+    with pytest.raises(ValueError, match="val_fraction"):
+        WorldConfig(val_fraction=1.0)
