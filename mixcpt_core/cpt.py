@@ -26,7 +26,13 @@ import numpy as np
 import torch
 from transformers import Trainer
 
+try:  # FSDP2's sharded parameters
+    from torch.distributed.tensor import DTensor
+except ImportError:  # a torch built without torch.distributed: nothing is ever a DTensor
+    DTensor = ()
+
 from .atomic import write_text_atomic
+from .device import select_device
 from .losses import CachedTeacher, OnlineTeacher, chunked_lssd, supervised_rows, teacher_topk_stats
 
 TEACHER_SOURCES = ("frozen_copy", "adapter_disabled", "cached")
@@ -43,7 +49,7 @@ class LSSDConfig:
     swap: bool = True  # False = plain self-distillation toward the unswapped teacher
     teacher: str = "frozen_copy"
     cache_topk: int = 64
-    chunk_size: int = 1024
+    chunk_size: int = 1024  # positions per chunk of the loss; 0 = from a memory budget (losses.DEFAULT_CHUNK_MB)
 
     def __post_init__(self):
         if not 0.0 <= self.lam <= 1.0:
@@ -52,8 +58,10 @@ class LSSDConfig:
             raise ValueError(f"lssd.tau must be > 0, got {self.tau}")
         if self.teacher not in TEACHER_SOURCES:
             raise ValueError(f"lssd.teacher must be one of {TEACHER_SOURCES}, got {self.teacher!r}")
-        if self.cache_topk < 1 or self.chunk_size < 1:
-            raise ValueError("lssd.cache_topk and lssd.chunk_size must be >= 1")
+        if self.cache_topk < 1:
+            raise ValueError(f"lssd.cache_topk must be >= 1, got {self.cache_topk}")
+        if self.chunk_size < 0:
+            raise ValueError(f"lssd.chunk_size must be >= 1, or 0 for a memory budget, got {self.chunk_size}")
 
 
 def causal_lm(model):
@@ -79,6 +87,26 @@ def final_hidden(model, input_ids, attention_mask=None) -> torch.Tensor:
     return out.hidden_states[-1]
 
 
+def _zero3_enabled() -> bool:
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
+
+
+def _as_forward_of(module, fn, *args):
+    """``fn(*args)`` run as ``module``'s forward, through ``module(...)``, so that the hooks on the module run around
+    it. DeepSpeed ZeRO-3 holds a parameter whole only inside its module's forward and backward (its hooks gather it);
+    the chunked loss uses the LM head's weight directly, so it runs as the head's forward: the weight is gathered for
+    the loss, and again for its backward, where the loss hands the weight its gradient (TRL gathers it with
+    ``maybe_gather_lm_head_ctx`` and reroutes the loss through the model's forward, ``_ForwardRedirection``)."""
+    original = module.forward
+    module.forward = fn
+    try:
+        return module(*args)
+    finally:
+        module.forward = original
+
+
 class _AdapterDisabledHead(torch.nn.Module):
     """The LM head as the original model applies it (LoRA off), for heads that are adapted too."""
 
@@ -101,6 +129,8 @@ class LSSDTrainer(Trainer):
         self._metrics: dict[str, list[tuple[float, int]]] = defaultdict(list)  # (token mean, tokens) per micro-batch
         if lssd.teacher == "frozen_copy" and lssd.lam > 0 and teacher_model is None:
             raise ValueError("lssd.teacher = frozen_copy needs teacher_model")
+        if teacher_model is not None:  # the Trainer moves only the student; the teacher must sit beside it
+            teacher_model.to(self.args.device)
 
     def _teacher_target(self, model, inputs, rows):
         cfg = self.lssd
@@ -132,10 +162,18 @@ class LSSDTrainer(Trainer):
         hidden = final_hidden(model, inputs["input_ids"], inputs.get("attention_mask"))
         h, y, rows = supervised_rows(hidden, labels)
         teacher = self._teacher_target(model, inputs, rows) if self.lssd.lam > 0 else None
-        out = chunked_lssd(h, causal_lm(model).get_output_embeddings(), y, teacher, lam=self.lssd.lam,
-                           tau=self.lssd.tau, swap=self.lssd.swap, chunk_size=self.lssd.chunk_size,
-                           num_items=num_items_in_batch)
-        loss = out.loss
+        head = causal_lm(model).get_output_embeddings()
+        if isinstance(head.weight, DTensor):  # FSDP2 (accelerate) keeps the head gathered after the forward
+            raise RuntimeError("the LM head is still sharded (a DTensor) after the forward; the chunked LSSD loss "
+                               "needs it whole, as accelerate's FSDP2 leaves it (reshard_after_forward=False)")
+
+        def loss_fn(h):
+            out = chunked_lssd(h, head, y, teacher, lam=self.lssd.lam, tau=self.lssd.tau, swap=self.lssd.swap,
+                               chunk_size=self.lssd.chunk_size or None, num_items=num_items_in_batch)
+            return out.loss, out
+
+        # ZeRO-3: the head's weight is whole only inside the head's own forward and backward (_as_forward_of)
+        loss, out = _as_forward_of(head, loss_fn, h) if _zero3_enabled() else loss_fn(h)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients; the normaliser is global
         self._metrics["ce"].append((out.ce.item(), out.n_tokens))
@@ -303,6 +341,7 @@ def run_cpt(cfg: CPTConfig, train_dataset=None, root: str | Path = ".", extra_ca
     Rerunning after an interruption resumes from the last checkpoint in ``<output_dir>/trainer``.
     """
     from transformers import TrainingArguments, set_seed
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
     from .config import to_dict
     from .data import build_mix
@@ -356,7 +395,7 @@ def run_cpt(cfg: CPTConfig, train_dataset=None, root: str | Path = ".", extra_ca
         data_seed=cfg.seed,
         bf16=cfg.bf16,
         activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=select_device()[0] == "cpu",  # else the Trainer takes CUDA, or Apple's MPS
         report_to=[],
         remove_unused_columns=False,  # keep the teacher statistics columns
         disable_tqdm=False,
@@ -370,13 +409,27 @@ def run_cpt(cfg: CPTConfig, train_dataset=None, root: str | Path = ".", extra_ca
                                         tokenizer, cfg.eval_every))
     trainer = LSSDTrainer(model=model, args=args, train_dataset=train_dataset, data_collator=packed_collator,
                           lssd=cfg.lssd, teacher_model=teacher, probe=probe, callbacks=callbacks)
+    sharded = trainer.is_fsdp_enabled or is_deepspeed_zero3_enabled()  # weights sharded over the processes
+    if sharded and cfg.lora is not None:
+        raise NotImplementedError("stage 1 with LoRA under FSDP / ZeRO-3 is not supported (the final merge needs "
+                                  "whole weights)")
     resumed_from = train_or_resume(trainer, _last_checkpoint(out / "trainer"))
 
+    full_state = None  # FSDP, ZeRO-3: each process holds a shard of every weight; all take part in gathering them
+    if sharded:  # full tensors on rank 0
+        full_state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+        tied = defaultdict(list)  # the gathered copies of a tied weight (embeddings) are one tensor again, so that
+        for name, p in model.named_parameters(remove_duplicate=False):  # save_pretrained writes it once, as unsharded
+            tied[id(p)].append(name)
+        for names in tied.values() if full_state else ():
+            for name in names[1:]:
+                if names[0] in full_state and name in full_state:
+                    full_state[name] = full_state[names[0]]
     if not trainer.is_world_process_zero():  # under torchrun / accelerate launch only rank 0 writes the result
         return out
     final = model.merge_and_unload() if cfg.lora is not None else model
     (out / CPT_INFO_FILE).unlink(missing_ok=True)  # an earlier result is not complete while its weights are rewritten
-    final.save_pretrained(out)
+    final.save_pretrained(out, state_dict=full_state)
     tokenizer.save_pretrained(out)
     info = {"config": to_dict(cfg), "train_seconds": round(time.time() - t0, 1), "resumed_from_step": resumed_from,
             "world_size": trainer.args.world_size, "teacher_stats_seconds": stats_seconds,

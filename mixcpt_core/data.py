@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .jsonl import DataError  # defined there, next to the exact readers, so that every reader can raise it
 from .world import WorldConfig
 
 ROLES = ("system", "user", "assistant")
@@ -35,10 +36,6 @@ FILE_KINDS = {"documents": ("text",), "alpaca": ("instruction", "output", "input
               "preference": ("prompt", "chosen", "rejected")}
 WORLD_KINDS = {"world_domain_docs": "documents", "world_instructions": "chat", "world_preferences": "preference"}
 IGNORE_INDEX = -100  # label of padding positions (ignored by the loss)
-
-
-class DataError(ValueError):
-    """Input data that cannot be used. The message names the file, the line (or row) and the field."""
 
 
 class FieldError(DataError):

@@ -1,4 +1,4 @@
-"""Logit-swap self-distillation (LSSD), as this project defines it (BRIEF §1), computed in chunks.
+"""Logit-swap self-distillation (LSSD), as this project defines it (docs/method.md), computed in chunks.
 
 At every supervised position t (label y_t != -100), with teacher logits z_t (the frozen original model):
 
@@ -10,13 +10,15 @@ At every supervised position t (label y_t != -100), with teacher logits z_t (the
 
 After the swap the label is the teacher's most likely token while every other token keeps the teacher's logit
 ("dark knowledge"): the smallest change to the teacher that still teaches the label. ``swap=False`` gives plain
-self-distillation toward the unswapped teacher. No tau^2 factor is applied (the BRIEF's definition).
+self-distillation toward the unswapped teacher. No tau^2 factor is applied (the project's definition).
 
 **Memory.** A [batch, seq, vocab] float tensor per model dominates memory at real vocabularies (128k-152k), so
 nothing here materialises one. :func:`chunked_lssd` takes final hidden states and the LM head and works through
 the supervised positions a chunk at a time. Each chunk's logits exist only inside that chunk: the gradients with
 respect to the hidden states and the head weight are computed there and then (as Liger-Kernel's fused linear
-losses do), so backward has nothing to recompute and peak extra memory is O(chunk_size * vocab).
+losses do), so backward has nothing to recompute and peak extra memory is O(chunk_size * vocab). By default the
+chunk size comes from a memory budget (:data:`DEFAULT_CHUNK_MB` of [chunk, vocab] buffers, :func:`chunk_rows`), so
+the extra memory stays the same whatever the vocabulary: 1,024 positions of 152k logits would be 0.6 GB per buffer.
 
 **Reduction.** The loss is divided by ``num_items`` (default: this batch's supervised positions). Passing the
 count over the whole gradient-accumulated batch (transformers' ``num_items_in_batch``) makes the accumulated
@@ -35,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
+DEFAULT_CHUNK_MB = 256.0  # [chunk, V] buffers of one chunk, all together (see chunk_rows)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -96,12 +99,19 @@ class TeacherTarget:
     def finish(self, p_tau, lse_tau):
         raise NotImplementedError
 
+    def n_rows(self) -> int:
+        """How many positions the target holds (must equal the student's N)."""
+        raise NotImplementedError
+
 
 class OnlineTeacher(TeacherTarget):
     """Exact target: teacher logits recomputed per chunk from teacher hidden states [N, H_t] and its LM head."""
 
     def __init__(self, hidden: torch.Tensor, head: torch.nn.Module):
         self.hidden, self.head = hidden.detach(), head
+
+    def n_rows(self) -> int:
+        return self.hidden.shape[0]
 
     def begin(self, s, sl, labels, tau, swap):
         n, v = s.shape
@@ -111,8 +121,10 @@ class OnlineTeacher(TeacherTarget):
                 torch.mm(self.hidden[sl].to(s.dtype), self.head.weight.t().to(s.dtype), out=z)
                 if self.head.bias is not None:
                     z.add_(self.head.bias)
-            else:  # e.g. an adapter-disabled LoRA head
-                z.copy_(self.head(self.hidden[sl]))
+            else:  # e.g. an adapter-disabled LoRA head: its input in its own dtype (autocast is off here)
+                w = next(self.head.parameters(), None)
+                x = self.hidden[sl]
+                z.copy_(self.head(x if w is None else x.to(w.dtype)))
         if swap:
             rows = torch.arange(n, device=s.device)
             top = z.argmax(dim=-1)
@@ -156,6 +168,9 @@ class CachedTeacher(TeacherTarget):
 
     def __init__(self, stats: dict, tau: float):
         self.stats, self.tau = stats, tau
+
+    def n_rows(self) -> int:
+        return self.stats["lse"].shape[0]
 
     def begin(self, s, sl, labels, tau, swap):
         if tau != self.tau:
@@ -288,9 +303,52 @@ def supervised_rows(hidden: torch.Tensor, labels: torch.Tensor):
     return hidden[:, :-1].reshape(-1, hidden.shape[-1])[rows], shifted[rows], rows
 
 
+def chunk_rows(vocab: int, budget_mb: float, teacher: TeacherTarget | None, tau: float = 1.0,
+               itemsize: int = 4) -> int:
+    """Positions per chunk such that the chunk's [rows, vocab] buffers of ``itemsize`` bytes fit in ``budget_mb``.
+
+    The buffers: the student's logits (always), the online teacher's logits and their difference (two), or the
+    cached teacher's dense target (one), and a second student softmax when tau != 1. At least 1 row."""
+    buffers = 1 + (2 if isinstance(teacher, OnlineTeacher) else 1 if teacher is not None else 0) + (tau != 1.0)
+    return max(1, int(budget_mb * 2**20) // (buffers * vocab * itemsize))
+
+
+def check_inputs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                 teacher: TeacherTarget | None) -> None:
+    """ValueError, naming the problem, for inputs :func:`chunked_lssd` would get silently wrong or fail on deep inside.
+
+    The one that matters most: ``labels`` still holding -100 (not passed through :func:`supervised_rows`). Indexing
+    a [n, V] chunk with -100 reads column V - 100, a silently wrong loss whenever V > 100 (and an IndexError below).
+    Cost: one min/max over the N labels (a single host sync; the Trainer syncs every step for its logs anyway),
+    microseconds next to the chunks' [n, H] x [H, V] matmuls.
+    """
+    if hidden.dim() != 2:
+        raise ValueError(f"hidden must be [N, H] (the supervised rows: see supervised_rows), got shape "
+                         f"{tuple(hidden.shape)}")
+    n, v = hidden.shape[0], weight.shape[0]
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise ValueError(f"labels must be [N] with N = {n} (one per row of hidden), got shape {tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer token ids, got dtype {labels.dtype}")
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[1]:
+        raise ValueError(f"the head's weight must be [V, H] with H = {hidden.shape[1]} (hidden's width), got shape "
+                         f"{tuple(weight.shape)}")
+    if teacher is not None and teacher.n_rows() != n:
+        raise ValueError(f"the teacher target has {teacher.n_rows()} rows, the student {n}: gather both with the "
+                         "same rows (see supervised_rows)")
+    if n:
+        lo, hi = torch.stack(torch.aminmax(labels)).tolist()  # one transfer to the host
+        if lo < 0 and bool((labels == IGNORE_INDEX).any()):
+            raise ValueError(f"labels contain {IGNORE_INDEX} (ignored positions): pass only the supervised rows, "
+                             "h, y, rows = supervised_rows(hidden, labels)")
+        if lo < 0 or hi >= v:
+            raise ValueError(f"labels must be token ids in [0, {v}) (the head's vocabulary), got values from {lo} "
+                             f"to {hi}")
+
+
 def chunked_lssd(hidden: torch.Tensor, head: torch.nn.Linear, labels: torch.Tensor, teacher: TeacherTarget | None,
-                 lam: float, tau: float = 1.0, swap: bool = True, chunk_size: int = 1024,
-                 num_items: int | torch.Tensor | None = None) -> LSSDOutput:
+                 lam: float, tau: float = 1.0, swap: bool = True, chunk_size: int | None = None,
+                 num_items: int | torch.Tensor | None = None, chunk_mb: float | None = None) -> LSSDOutput:
     """``(1 - lam) * CE + lam * L_LSSD`` from the student's final hidden states, never materialising full logits.
 
     Args:
@@ -299,8 +357,12 @@ def chunked_lssd(hidden: torch.Tensor, head: torch.nn.Linear, labels: torch.Tens
         labels: [N] next-token ids at those positions.
         teacher: a :class:`TeacherTarget` indexed by the same rows (may be None when ``lam == 0``).
         lam, tau, swap: the objective's parameters (module docstring).
-        chunk_size: positions per chunk; extra memory ~ 4 * chunk_size * V floats.
+        chunk_size: positions per chunk (extra memory: up to 4 * chunk_size * V floats); default: from ``chunk_mb``.
         num_items: the normaliser (supervised positions in the whole accumulated batch); default N.
+        chunk_mb: memory budget of one chunk's [chunk, V] buffers (default :data:`DEFAULT_CHUNK_MB`), used when
+            ``chunk_size`` is not given (:func:`chunk_rows`).
+
+    Raises ValueError for inputs of the wrong shape or labels outside [0, V), -100 among them (:func:`check_inputs`).
     """
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lambda must be in [0, 1], got {lam}")
@@ -308,10 +370,20 @@ def chunked_lssd(hidden: torch.Tensor, head: torch.nn.Linear, labels: torch.Tens
         raise ValueError(f"tau must be > 0, got {tau}")
     if lam > 0 and teacher is None:
         raise ValueError("lambda > 0 needs a teacher")
+    check_inputs(hidden, head.weight, labels, teacher)
+    if chunk_size is None:
+        itemsize = torch.promote_types(hidden.dtype, torch.float32).itemsize  # the buffers' dtype (forward)
+        chunk_size = chunk_rows(head.weight.shape[0], DEFAULT_CHUNK_MB if chunk_mb is None else chunk_mb, teacher,
+                                tau, itemsize)
+    elif chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     n = hidden.shape[0]
     norm = float(num_items) if num_items is not None else float(max(n, 1))
-    loss, ce_sum, kl_sum = _ChunkedHeadLoss.apply(hidden, head.weight, head.bias, labels, teacher, float(lam),
-                                                  float(tau), bool(swap), int(chunk_size), norm)
+    # The loss computes in float32 (at least) by design; under bf16 autocast (Trainer bf16=True) ops without out=
+    # (the KL's row dot products, an adapter's head) would silently drop to bf16: measured 3e-4 relative on L_LSSD.
+    with torch.autocast(hidden.device.type, enabled=False):
+        loss, ce_sum, kl_sum = _ChunkedHeadLoss.apply(hidden, head.weight, head.bias, labels, teacher, float(lam),
+                                                      float(tau), bool(swap), int(chunk_size), norm)
     return LSSDOutput(loss, ce_sum / max(n, 1), kl_sum / max(n, 1), n)
 
 

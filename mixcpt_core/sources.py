@@ -5,6 +5,9 @@ Local files (``.jsonl``, ``.json`` = a list of records, ``.parquet``, ``.csv``) 
 come from a second, slow path that runs only when something is wrong: it re-reads the file record by record to
 name the line (``.jsonl``, ``.json``, ``.csv``) or row (``.parquet``) of the problem, e.g.
 ``data_samples/x.jsonl:3: field 'messages'[1].role: unknown role 'robot'``.
+A ``.jsonl`` file holds one JSON object per line: one that is a single JSON array (which ``datasets`` would read
+without a word) is refused before it is read, and a line holding another JSON value is named by its number; a
+``.json`` file must be an array of objects (``datasets`` would also take one object, or an array of strings).
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from .data import FILE_KINDS, WORLD_KINDS, DataError, FieldError, MixConfig, SourceConfig, record_texts
+from .jsonl import check_array_of_objects, check_not_array, iter_json_array, iter_jsonl, read_text
 from .world import generate_world
 
 _world = functools.lru_cache(maxsize=2)(generate_world)  # the three world sources share one generated world
@@ -41,47 +44,19 @@ def quiet_datasets():
             datasets.enable_progress_bars()
 
 
-# -- the slow, exact path: records with their line numbers ------------------------------------------------------------
-def _text(path: Path) -> str:
-    """The file as UTF-8; bad bytes raise :class:`DataError` with the line they are on."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x}); "
-                        "save the file as UTF-8") from None
-
-
+# -- the slow, exact path: records with their line numbers (mixcpt_core.jsonl) ----------------------------------
 def _jsonl_records(path: Path) -> Iterator[tuple[str, dict]]:
-    for lineno, line in enumerate(_text(path).splitlines(), 1):
-        if line.strip():
-            try:
-                yield f"{path}:{lineno}", json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+    for lineno, record in iter_jsonl(path):
+        yield f"{path}:{lineno}", record
 
 
 def _json_records(path: Path) -> Iterator[tuple[str, dict]]:
-    """Records of a JSON array, each located at the line where it starts."""
-    text = _text(path)
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(records, list):
-        raise DataError(f"{path}:1: expected a JSON list of records (or use .jsonl, one record per line)")
-    decoder, pos = json.JSONDecoder(), text.index("[") + 1
-    for record in records:  # find where each element starts: raw_decode from just after the previous one
-        while text[pos] in " \t\r\n,":
-            pos += 1
-        _, end = decoder.raw_decode(text, pos)
-        yield f"{path}:{text.count(chr(10), 0, pos) + 1}", record
-        pos = end
+    for lineno, record in iter_json_array(path):
+        yield f"{path}:{lineno}", record
 
 
 def _csv_records(path: Path) -> Iterator[tuple[str, dict]]:
-    reader = csv.DictReader(_text(path).splitlines(keepends=True))
+    reader = csv.DictReader(read_text(path).splitlines(keepends=True))
     start = 2  # line 1 is the header; a quoted field can span lines, so track where each row starts
     for row in reader:
         yield f"{path}:{start}", row
@@ -131,6 +106,10 @@ def load_records(src: SourceConfig, cfg: MixConfig, root: str | Path | None = No
             raise DataError(f"hub dataset {src.hub!r} (split {src.split!r}{subset}, source {src.name!r}): cannot load "
                             f"({type(e).__name__}: {str(e)[:200]})") from None
     path = _resolve(src, root)
+    if path.suffix == ".jsonl":  # datasets would read a whole-file JSON array here without a word
+        check_not_array(path)
+    elif path.suffix == ".json":  # ... and a single object, or an array of strings, here
+        check_array_of_objects(path)
     extra = {"keep_default_na": False} if path.suffix == ".csv" else {}  # an empty CSV cell is "", not NaN
     try:
         with quiet_datasets():
@@ -155,6 +134,7 @@ def _locate(src: SourceConfig, root, index: int) -> str:
         for i, (where, _) in enumerate(SCANNERS[path.suffix](path)):
             if i == index:
                 return where
+        return f"{path}: record {index + 1}"  # datasets saw more records than the exact reader: still name the file
     if src.hub is not None:
         return f"hub dataset {src.hub!r} [{src.split}]: row {index + 1}"
     return f"world part {src.kind!r}: record {index + 1}"

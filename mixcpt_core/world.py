@@ -62,7 +62,7 @@ ATTRIBUTES = ("birth_city", "employer", "field", "birth_year")
 ATTRIBUTE_VALUES = {"birth_city": CITIES, "employer": COMPANIES, "field": FIELDS, "birth_year": YEARS}
 
 # Paraphrase templates per attribute; ``templates_per_attribute`` picks the first n. No pronouns: the full name in
-# every sentence is what lets a small model store facts at the name (feasibility run, research/toy_feasibility.md).
+# every sentence is what lets a small model store facts at the name (a feasibility run of this project found it).
 DOC_TEMPLATES = {
     "birth_city": [
         "{name} was born in {v}.",

@@ -326,3 +326,57 @@ def test_a_killed_stage2_rerun_gives_the_same_weights_and_metrics(align_referenc
         assert resumed["sft"] in (2, 4, 6, 8) and resumed["dpo"] in ((0, 2, 4, 6, 8) if resumed["sft"] == 8 else (0,)), \
             f"{resumed} ({kill})"
     assert not [p.name for p in out.iterdir() if p.name.startswith(("trainer-", ".trainer-"))], str(kill)
+
+
+def test_stage2_lora_trains_the_chat_token_rows_and_its_reference_is_the_stage1_model(base):
+    """add_stage2_lora: the chat tokens' embedding rows are trainable (PEFT trainable tokens, tied head included),
+    every other base weight is frozen, and with the adapter disabled the model is exactly the stage-1 model."""
+    from mixcpt_core.alignment import add_stage2_lora, init_chat_token_embeddings
+    from mixcpt_core.cpt import LoraSettings, frozen_copy
+
+    model, tok = base
+    ids = init_chat_token_embeddings(model, tok)
+    stage1 = frozen_copy(model)
+    peft = add_stage2_lora(model, LoraSettings(r=4, alpha=8), ids)
+    trainable = [n for n, p in peft.named_parameters() if p.requires_grad]
+    assert any("token_adapter" in n for n in trainable) and any("lora_A" in n for n in trainable)
+    assert all("lora_" in n or "token_adapter" in n for n in trainable)
+    with torch.no_grad():  # as after training: the adapter and the chat rows have moved
+        for n, p in peft.named_parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    x = tok("<|bos|><|user|>\nWhat did Ada Barbrook study?<|end|>\n<|assistant|>\n", add_special_tokens=False,
+            return_tensors="pt").input_ids
+    with torch.no_grad():
+        policy = peft(input_ids=x).logits
+        with peft.disable_adapter():
+            reference = peft(input_ids=x).logits
+        expected = stage1(input_ids=x).logits
+    assert torch.allclose(reference, expected, atol=1e-6)
+    end = tok.convert_tokens_to_ids("<|end|>")
+    assert not torch.allclose(policy[..., end], expected[..., end], atol=1e-3)  # the head row of <|end|> moved
+
+
+@pytest.mark.parametrize("new_tokens", [True, False], ids=["with-chat-token-rows", "lora-alone"])
+def test_lora_stage2_learns_the_format_within_full_fine_tunings_budget(tmp_path, monkeypatch, new_tokens):
+    """On the base model (never saw the chat template), LoRA r 16 learns the format in the same 100 SFT steps at
+    lr 1e-3 that full fine-tuning uses (the stage-2 defaults of configs/align-tiny.yaml): format compliance on the
+    validation questions >= 0.9 after SFT. Without trainable chat-token rows it does not (the failure this fixes)."""
+    import mixcpt_core.alignment as alignment
+    from mixcpt_core.config import load_config
+    from mixcpt_core.cpt import LoraSettings
+
+    if not new_tokens:
+        real = alignment.add_stage2_lora
+        monkeypatch.setattr(alignment, "add_stage2_lora", lambda m, lora, ids: real(m, lora, []))
+    cfg = load_config(AlignConfig, ROOT / "configs/align-tiny.yaml")
+    cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, model=BASE), lora=LoraSettings(r=16, alpha=32),
+                              dpo=dataclasses.replace(cfg.dpo, max_steps=2), eval_questions=48,
+                              output_dir=str(tmp_path / "lora"))
+    assert (cfg.sft.max_steps, cfg.sft.learning_rate) == (100, 1e-3)
+    info = run_align(cfg)
+    compliance = info["metrics"]["sft"]["format_compliance"]
+    if new_tokens:
+        assert compliance >= 0.9
+    else:
+        assert compliance < 0.1

@@ -54,6 +54,13 @@ def _model_without_chat_template(tmp):
     return d
 
 
+def _mix_file(tmp, name: str, data: bytes, kind: str = "documents") -> list[str]:
+    """``mix`` argv for a config whose one source is the file ``name`` holding ``data``."""
+    (tmp / name).write_bytes(data)
+    return ["mix", _yaml(tmp / "m.yaml", {**MIX, "sources": [
+        {"name": "src", "kind": kind, "path": str(tmp / name), "share": 1}]})]
+
+
 # (case id, builder tmp_path -> argv without --out, text the error line must contain). "{tmp}" is tmp_path.
 CASES = [
     ("unknown key", lambda t: ["mix", _yaml(t / "m.yaml", {**MIX, "bogus": 1})],
@@ -93,6 +100,23 @@ CASES = [
     ("missing source file", lambda t: ["mix", _yaml(t / "m.yaml", {**MIX, "sources": [
         {"name": "docs", "kind": "documents", "path": str(t / "nope.jsonl"), "share": 1}]})],
      "{tmp}/nope.jsonl: file not found (source 'docs'"),
+    ("jsonl: one JSON array on one line", lambda t: _mix_file(t, "x.jsonl", b'[{"text": "a"}, {"text": "b"}]\n'),
+     "{tmp}/x.jsonl:1: the file is a JSON array, but a .jsonl file holds one JSON object per line"),
+    ("jsonl: a JSON array over lines, bad record inside",  # named as the array it is, not as a "world part"
+     lambda t: _mix_file(t, "x.jsonl", b'\n[\n  {"text": "a"},\n  {"text": ""}\n]\n'),
+     "{tmp}/x.jsonl:2: the file is a JSON array, but a .jsonl file holds one JSON object per line"),
+    ("jsonl: a line that is valid JSON but not an object",
+     lambda t: _mix_file(t, "x.jsonl", b'{"text": "a"}\n\n42\n{"text": "b"}\n'),
+     "{tmp}/x.jsonl:3: expected a JSON object (one record per line), got a number: 42"),
+    ("jsonl: a line that is an array", lambda t: _mix_file(t, "x.jsonl", b'{"text": "a"}\n["b"]\n'),
+     '{tmp}/x.jsonl:2: expected a JSON object (one record per line), got an array: ["b"]'),
+    ("json: an array of strings", lambda t: _mix_file(t, "x.json", b'[\n  "a",\n  "b"\n]\n'),
+     '{tmp}/x.json:2: expected a JSON object (a record), got a string: "a"'),
+    ("json: one object, not an array", lambda t: _mix_file(t, "x.json", b'\n{"text": "a"}\n'),
+     "{tmp}/x.json:2: expected a JSON array of records"),
+    ("json: an element that is not an object",
+     lambda t: _mix_file(t, "x.json", b'[\n  {"text": "a"},\n  null\n]\n'),
+     "{tmp}/x.json:3: expected a JSON object (a record), got null"),
     ("missing stage-1 model", lambda t: ["align", _align(t, selection={"model": str(t / "nope")})],
      "{tmp}/nope: stage-1 model not found"),
     ("no weights: cpt base_model", lambda t: ["cpt", _cpt(t, base_model=str(_model_without_weights(t)))],

@@ -14,7 +14,8 @@ from mixcpt_core.config import load_config
 from .conftest import ROOT
 
 CONFIGS = ROOT / "configs"
-# pattern (relative to configs/) -> "module:Class", or "accelerate" for an accelerate launcher config.
+# pattern (relative to configs/) -> "module:Class", "accelerate" for an accelerate launcher config, or "recipe" for a
+# selected stage-2 recipe (align overrides: merged into align-tiny.yaml they must load as an AlignConfig).
 # The first matching row wins; a file that matches no row fails the test (add a row for a new kind of config).
 TABLE = [
     ("accelerate/*.yaml", "accelerate"),
@@ -27,6 +28,8 @@ TABLE = [
     ("*-cpt.yaml", "mixcpt_core.cpt:CPTConfig"),
     ("align-*.yaml", "mixcpt_core.alignment:AlignConfig"),
     ("*-align.yaml", "mixcpt_core.alignment:AlignConfig"),
+    ("search-*.yaml", "mixcpt_core.search:Stage2SearchConfig"),
+    ("stage2-selected/*.yaml", "recipe"),
 ]
 FILES = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*") if p.is_file())
 DATA_SUFFIXES = (".yaml", ".yml", ".jsonl", ".json", ".parquet", ".csv")
@@ -106,6 +109,15 @@ def test_config_loads_and_its_references_exist(rel):
     path = CONFIGS / rel
     if kind == "accelerate":
         _check_accelerate(path)
+        return
+    if kind == "recipe":
+        from mixcpt_core.alignment import AlignConfig
+        from mixcpt_core.config import from_dict, read_yaml
+        from mixcpt_core.pipelines import merge
+
+        start, arm = path.stem.split("-", 1)
+        assert start in ("base", "chat") and (CONFIGS / "arms" / f"{arm}.yaml").exists(), rel
+        from_dict(AlignConfig, merge(read_yaml(CONFIGS / "align-tiny.yaml"), read_yaml(path)), where=rel)
         return
     cfg = load_config(_class(kind), path)  # ConfigError names the file and key on an unknown key or a bad value
     _check_references(cfg, rel)

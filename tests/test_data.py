@@ -436,3 +436,13 @@ def test_save_is_atomic(tmp_path, tok, monkeypatch):
     (tmp_path / "foreign" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="refusing to overwrite"):
         save_mix(blocks, comp, tmp_path / "foreign")
+
+
+def test_exact_readers_give_each_record_its_line(tmp_path):
+    from mixcpt_core.jsonl import iter_json_array, iter_jsonl
+
+    # a byte-order mark, blank lines and a record spanning lines: the numbers are those an editor shows
+    (tmp_path / "x.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "a"}\n\n{"text": "b"}\n')
+    assert list(iter_jsonl(tmp_path / "x.jsonl")) == [(1, {"text": "a"}), (3, {"text": "b"})]
+    (tmp_path / "x.json").write_bytes(b'[{"text": "a"},\n\n  {"text":\n "b"}]')
+    assert list(iter_json_array(tmp_path / "x.json")) == [(1, {"text": "a"}), (3, {"text": "b"})]

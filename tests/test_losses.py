@@ -103,6 +103,42 @@ def test_chunk_size_does_not_change_the_result():
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_chunk_rows_from_the_memory_budget():
+    from mixcpt_core.losses import chunk_rows
+
+    online = OnlineTeacher(torch.zeros(1, 1), None)
+    cached = CachedTeacher({"lse": torch.zeros(1)}, 1.0)
+    # 1 MiB over [rows, 1000] fp32 buffers: student + teacher logits + their difference = 12,000 bytes a row
+    assert chunk_rows(1000, 1.0, online) == 1048576 // 12000 == 87
+    assert chunk_rows(1000, 1.0, online, tau=2.0) == 1048576 // 16000  # + softmax(s / tau)
+    assert chunk_rows(1000, 1.0, cached) == 1048576 // 8000  # student + dense target
+    assert chunk_rows(1000, 1.0, None) == 1048576 // 4000  # CE only
+    assert chunk_rows(10**9, 1.0, online) == 1  # never zero rows
+    assert chunk_rows(151936, 256.0, online) == 147  # the GPU configs' chunk at Qwen2.5's vocabulary
+
+
+def test_default_chunk_comes_from_the_budget_and_gives_the_same_loss():
+    import mixcpt_core.losses as L
+
+    p = _problem(V=23)
+    head = torch.nn.Linear(8, 23, bias=False, dtype=torch.float64)
+    head.weight = torch.nn.Parameter(p[1])
+    h, y, rows = supervised_rows(p[0], p[2])
+    target = OnlineTeacher(p[3][:, :-1].reshape(-1, 8)[rows], head)
+    budget = 3 * 3 * 23 * 8 / 2**20  # exactly 3 rows of three float64 buffers (a float64 model keeps float64)
+    seen = []
+    real = L._ChunkedHeadLoss.apply
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(L._ChunkedHeadLoss, "apply", lambda *a: seen.append(a[8]) or real(*a))
+        by_budget = chunked_lssd(h, head, y, target, lam=0.5, chunk_mb=budget).loss
+        by_default = chunked_lssd(h, head, y, target, lam=0.5).loss
+    assert seen == [3, L.chunk_rows(23, L.DEFAULT_CHUNK_MB, target, itemsize=8)]
+    assert by_budget == chunked_lssd(h, head, y, target, lam=0.5, chunk_size=3).loss  # the same chunks, bit for bit
+    assert by_default.item() == pytest.approx(by_budget.item(), rel=1e-12)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
+        chunked_lssd(h, head, y, target, lam=0.5, chunk_size=0)
+
+
 def test_swap_is_a_noop_where_the_teacher_already_predicts_the_label():
     z = torch.tensor([[0.1, 3.0, -1.0], [2.0, 0.5, 1.0]])
     torch.testing.assert_close(swap_top1_with_label(z, torch.tensor([1, 0])), z)
@@ -148,6 +184,43 @@ def test_bad_parameters():
         _chunked(*p[:5], 1.5, 1.0, True, 4)
     with pytest.raises(ValueError, match="tau must be > 0"):
         _chunked(*p[:5], 0.5, 0.0, True, 4)
+
+
+def _head(weight):
+    head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, dtype=weight.dtype)
+    head.weight = torch.nn.Parameter(weight)
+    return head
+
+
+@pytest.mark.parametrize("V", [23, 300])  # below 100 -100 used to raise IndexError, above it gave a wrong loss
+def test_labels_with_ignore_index_are_refused(V):
+    hidden, weight, labels, *_ = _problem(V=V, ignore_at=[(0, 3)])
+    h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+    y = labels[:, 1:].reshape(-1)  # shifted, but the -100 rows not dropped: supervised_rows skipped
+    assert (y == -100).sum() == 1
+    with pytest.raises(ValueError, match=r"labels contain -100 \(ignored positions\): .*supervised_rows"):
+        chunked_lssd(h, _head(weight), y, None, lam=0.0)
+    h2, y2, _ = supervised_rows(hidden, labels)  # the right way: one row fewer, and accepted
+    assert len(y2) == len(y) - 1
+    chunked_lssd(h2, _head(weight), y2, None, lam=0.0)
+
+
+def test_bad_shapes_and_label_ranges_are_refused():
+    hidden, weight, labels, t_hidden, t_weight, _ = _problem(V=23)
+    h, y, rows = supervised_rows(hidden, labels)
+    head = _head(weight)
+    cases = [
+        ((hidden, head, y, None), r"hidden must be \[N, H\].*got shape \(2, 9, 8\)"),
+        ((h, head, y[:-1], None), r"labels must be \[N\] with N = 16 .*got shape \(15,\)"),
+        ((h, head, y.double(), None), "labels must be integer token ids, got dtype torch.float64"),
+        ((h[:, :4], head, y, None), r"the head's weight must be \[V, H\] with H = 4"),
+        ((h, head, torch.full_like(y, 23), None), r"labels must be token ids in \[0, 23\).*from 23 to 23"),
+        ((h, head, torch.full_like(y, -1), None), r"labels must be token ids in \[0, 23\).*from -1 to -1"),
+        ((h, head, y, OnlineTeacher(t_hidden[0], head)), "the teacher target has 9 rows, the student 16"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            chunked_lssd(*args, lam=0.5 if args[3] is not None else 0.0)
 
 
 def naive_coarse_kl(student_logits, teacher_logits, labels, k, tau, swap):
@@ -220,3 +293,26 @@ def test_cached_target_is_a_distribution_even_when_the_student_tail_is_below_fp3
     known[torch.arange(n), y] = True
     q_rest_true = torch.softmax(swap_top1_with_label(z, y), -1).masked_fill(known, 0).sum(1)
     torch.testing.assert_close(q.masked_fill(known, 0).sum(1), q_rest_true, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("teacher", ["online", "cached"])
+def test_bf16_autocast_does_not_lower_the_precision_of_the_loss(teacher):
+    """Under the Trainer's bf16 autocast the loss still computes in float32 (the CPU has autocast too)."""
+    g = torch.Generator().manual_seed(0)
+    n, h_dim, v = 64, 32, 500
+    h, th = torch.randn(n, h_dim, generator=g), 2 * torch.randn(n, h_dim, generator=g)
+    y = torch.randint(0, v, (n,), generator=g)
+    head, t_head = torch.nn.Linear(h_dim, v, bias=False), torch.nn.Linear(h_dim, v, bias=False)
+
+    def target():
+        if teacher == "online":
+            return OnlineTeacher(th, t_head)
+        with torch.no_grad():
+            return CachedTeacher(teacher_topk_stats(t_head(th), y, k=16), 1.0)
+
+    plain = chunked_lssd(h, head, y, target(), lam=0.5)
+    t = target()  # outside: cached statistics are computed before training, not under its autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = chunked_lssd(h, head, y, t, lam=0.5)
+    assert auto.lssd.item() == pytest.approx(plain.lssd.item(), rel=1e-6)  # 3e-4 off before autocast was disabled
+    assert auto.loss.item() == pytest.approx(plain.loss.item(), rel=1e-6)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -76,6 +77,11 @@ def test_chat_metrics_and_evaluate_model_by_hand(tiny_tokenizer, monkeypatch):
 
     ppl = {"domain": 7.0, "general": 3.0}
     monkeypatch.setattr(evaluation, "document_perplexity", lambda model, tok, texts, **kw: ppl[texts[0].split()[0]])
+    import mixcpt_core.probes as probes  # the stored probe has its own tests (test_probes.py): here only its wiring
+
+    stored = {3: [1, 0, 0], 2: [1, 1]}
+    monkeypatch.setattr(probes, "stored_knowledge", lambda model, tok, world, items: {
+        "accuracy": sum(stored[len(items)]) / len(items), "hits": stored[len(items)]})
     r = evaluation.evaluate_model(model, tiny_tokenizer, _World(domain, general), n_examples=1)
     # by hand: chat domain 2/3 right; general: "Vela" counts (content before <|end|> without special tokens), Ed wrong
     assert r["domain_qa_acc"] == pytest.approx(2 / 3)
@@ -86,6 +92,10 @@ def test_chat_metrics_and_evaluate_model_by_hand(tiny_tokenizer, monkeypatch):
     assert r["plain_domain_qa_acc"] == pytest.approx(2 / 3) and r["plain_general_qa_acc"] == 1.0
     assert [(e["set"], e["gold"], e["correct"]) for e in r["examples"]] == [("domain", "Nimbus", True),
                                                                             ("general", "Vela", True)]
+    assert (r["stored_domain_acc"], r["stored_general_acc"]) == (pytest.approx(1 / 3), 1.0)
+    # the per-question hits behind every accuracy, for the paired bootstrap
+    assert r["hits"] == {"domain_said": [1, 1, 0], "general_said": [1, 0], "domain_extractable": [1, 0, 1],
+                         "general_extractable": [1, 1], "domain_stored": [1, 0, 0], "general_stored": [1, 1]}
 
 
 def test_summary_is_mean_and_sample_std_by_hand(tmp_path):
@@ -174,11 +184,21 @@ def test_sweep_variants():
 
 
 # -- end to end -------------------------------------------------------------------------------------------------------
-def _tiny_config(run_dir) -> ReproduceConfig:
+def _no_recipes(path: Path) -> Path:
+    """A recipes directory whose every recipe is empty: the validated protocol then runs the tiny test budgets."""
+    path.mkdir(parents=True, exist_ok=True)
+    for arm in (ROOT / "configs/arms").glob("*.yaml"):
+        for start in ("base", "chat"):
+            (path / f"{start}-{arm.stem}.yaml").write_text("{}\n")
+    return path
+
+
+def _tiny_config(run_dir, recipes: Path) -> ReproduceConfig:
     cfg = load_config(ReproduceConfig, ROOT / "configs/reproduce-tiny.yaml")
     return dataclasses.replace(
-        cfg, main={"base": ["base", "mixcpt", "random_selection"]}, seeds=[0], sweep_seeds=[0], run_dir=str(run_dir),
-        examples=2,
+        cfg, main={"base": ["base", "mixcpt", "random_selection"]}, seeds=[0], main_extra_seeds=[], sweep_seeds=[0],
+        run_dir=str(run_dir),
+        examples=2, stage2_recipes=str(_no_recipes(recipes)),
         sweep={"align.sft.max_steps": [1, 2]},
         cpt_overrides={"max_steps": 3, "eval_every": 3, "save_steps": 2, "probe_texts": 2},
         align_overrides={"sft": {"max_steps": 2}, "dpo": {"max_steps": 2}, "eval_questions": 4})
@@ -188,7 +208,7 @@ def test_tiny_reproduction_is_cached_and_deterministic(tmp_path, monkeypatch):
     import mixcpt_core.alignment as align_module
     import mixcpt_core.cpt as cpt_module
 
-    first = reproduce(_tiny_config(tmp_path / "run"), ROOT, tmp_path / "fig", sweep=True)
+    first = reproduce(_tiny_config(tmp_path / "run", tmp_path / "recipes"), ROOT, tmp_path / "fig", sweep=True)
     csv_text = (tmp_path / "fig/results.csv").read_text()
     table = pd.read_csv(tmp_path / "fig/results.csv")
     assert list(table.columns) == list(RESULT_COLUMNS)
@@ -213,17 +233,17 @@ def test_tiny_reproduction_is_cached_and_deterministic(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(cpt_module, "run_cpt", lambda *a, **k: pytest.fail("stage 1 ran again"))
         m.setattr(align_module, "run_align", lambda *a, **k: pytest.fail("stage 2 ran again"))
-        reproduce(_tiny_config(tmp_path / "run"), ROOT, tmp_path / "fig2", sweep=True)
+        reproduce(_tiny_config(tmp_path / "run", tmp_path / "recipes"), ROOT, tmp_path / "fig2", sweep=True)
     assert (tmp_path / "fig2/results.csv").read_text() == csv_text
 
     # from scratch in a fresh run directory: the same numbers (CPU, same seeds); train time aside
-    again = reproduce(_tiny_config(tmp_path / "run2"), ROOT, tmp_path / "fig3")
+    again = reproduce(_tiny_config(tmp_path / "run2", tmp_path / "recipes"), ROOT, tmp_path / "fig3")
     strip = [{k: v for k, v in r.items() if k != "train_seconds"} for r in first["rows"]]
     assert [{k: v for k, v in r.items() if k != "train_seconds"} for r in again["rows"]] == strip
 
 
 def test_an_interrupted_stage_is_run_again(tmp_path):
-    cfg = _tiny_config(tmp_path / "run")
+    cfg = _tiny_config(tmp_path / "run", tmp_path / "recipes")
     cfg = dataclasses.replace(cfg, main={"base": ["no_stage2"]})
     reproduce(cfg, ROOT, tmp_path / "fig")
     (stage,) = (tmp_path / "run/stage1").iterdir()
@@ -246,13 +266,14 @@ def reproduce_reference(tmp_path_factory):
     from .kill import mixcpt_command, run_to_the_end
 
     d = tmp_path_factory.mktemp("reproduce-kill")
-    cfg = dataclasses.replace(_tiny_config("unused"), main={"base": ["mixcpt"]}, sweep={},
+    cfg = dataclasses.replace(_tiny_config("unused", d / "recipes"), main={"base": ["mixcpt"]}, sweep={},
                               cpt_overrides={"max_steps": 6, "eval_every": 3, "save_steps": 2, "probe_texts": 2})
     path = d / "reproduce.yaml"
     path.write_text(yaml.safe_dump(to_dict(cfg)))
 
     def command(name):
-        return mixcpt_command("reproduce", "--config", path, "--run-dir", d / name / "run", "--figures", d / name / "fig")
+        return mixcpt_command("reproduce", "--config", path, "--run-dir", d / name / "run", "--figures", d / name / "fig",
+                              "--protocol", "validated")
 
     remaining = run_to_the_end(command("full"), d / "full" / "run", STAGE1_CHECKPOINT,
                                d / "full" / "fig" / "forgetting_curves.png")
@@ -293,12 +314,21 @@ def test_paired_differences_by_hand():
         rows += [{**base, "arm": "mixcpt", "start": "base", "seed": seed, "domain_qa_acc": m},
                  {**base, "arm": "traditional", "start": "base", "seed": seed, "domain_qa_acc": t}]
     rows.append({**rows[0], "seed": 7})  # a seed only one arm has is left out of the pairing
-    d = paired_differences(pd.DataFrame(rows), [("q?", "mixcpt", "traditional", ("domain_qa_acc",))])
+    d = paired_differences(pd.DataFrame(rows), questions=[("q?", "mixcpt", "traditional", ("domain_qa_acc",))])
     (r,) = d.to_dict("records")
     # differences 0.2, -0.05, 0.3: mean 0.15, deviations 0.05, -0.2, 0.15 -> std sqrt(0.065 / 2)
-    assert r["n_seeds"] == 3 and r["diff_mean"] == pytest.approx(0.15) and r["a_wins"] == 2
+    assert r["n_seeds"] == 3 and r["diff"] == pytest.approx(0.15) and r["a_wins"] == 2
     assert r["diff_std"] == pytest.approx(math.sqrt(0.0325))
-    assert "| +0.150 ± 0.180 | 2 of 3 |" in format_differences_table(d)
+    # no per-question hits: bootstrap over the 3 seeds only; a resampled mean lies between min and max difference
+    assert -0.05 - 1e-9 <= r["lo"] <= 0.15 <= r["hi"] <= 0.3 + 1e-9 and r["n_questions"] == 0
+    assert f"| +0.150 [{r['lo']:+.3f}, {r['hi']:+.3f}] | {r['half_width']:.3f} | 2 of 3 |" in format_differences_table(d)
+    # with per-question hits the bootstrap runs over questions and seeds, paired by seed
+    hits = {("base", arm, seed): {"domain_said": h} for seed in range(3)
+            for arm, h in (("mixcpt", [1, 1, 0, 1]), ("traditional", [0, 1, 0, 1]))}
+    (r,) = paired_differences(pd.DataFrame(rows), hits, [("q?", "mixcpt", "traditional", ("domain_qa_acc",))]).to_dict("records")
+    # per-question differences 1, 0, 0, 0 in every seed: a replicate's mean is k/4 with k ~ Binomial(4, 1/4), whose
+    # 2.5% and 97.5% quantiles are k = 0 (P = 0.316) and k = 3 (P(k <= 2) = 0.949 < 0.975 <= P(k <= 3) = 0.996)
+    assert r["n_questions"] == 4 and (r["lo"], r["hi"]) == (0.0, 0.75)
 
 
 def _regenerated_locally(path) -> bool:
@@ -310,18 +340,25 @@ def _regenerated_locally(path) -> bool:
     return r.returncode == 1
 
 
-@pytest.mark.parametrize("name", ["results.csv", "results_full.csv"])
-def test_readme_shows_the_committed_results(name):
-    """The README's results tables are the ones computed from figures/results*.csv (no hand-copied numbers)."""
-    path = ROOT / "figures" / name
-    if _regenerated_locally(path):
-        pytest.skip(f"{path} was regenerated in this checkout; the README shows the committed run")
-    results = pd.read_csv(path)
+RENDERED_FROM = ("results.csv", "results_full.csv", "results_fixed.csv", "probes.csv", "probes_full.csv",
+                 "comparisons.csv", "comparisons_full.csv", "search_stage2.csv", "sweep.csv", "wall_times.json")
+
+
+def test_readme_and_docs_are_rendered_from_the_committed_results():
+    """docs/reproduction.md and the README's results block are exactly what mixcpt_core.report renders from the
+    committed figures/ files (no hand-copied numbers), and the README's table is the one of results.md."""
+    from mixcpt_core.report import current_block, readme_block, reproduction_page
+
+    figures = ROOT / "figures"
+    if any(_regenerated_locally(figures / n) for n in RENDERED_FROM):
+        pytest.skip("figures/ was regenerated in this checkout; README and docs show the committed run")
+    results = pd.read_csv(figures / "results.csv")
     assert list(results.columns) == list(RESULT_COLUMNS)
-    table = format_results_table(summarize(results))
     readme = (ROOT / "README.md").read_text()
-    assert table in readme, f"README results table differs from figures/{name}: paste {path.with_suffix('.md').name}"
-    assert table in path.with_suffix(".md").read_text()
+    assert current_block(readme) == readme_block(figures).strip(), "run `mixcpt report`"
+    assert (ROOT / "docs/reproduction.md").read_text() == reproduction_page(figures), "run `mixcpt report`"
+    table = format_results_table(summarize(results))
+    assert table in readme and table in (figures / "results.md").read_text()
 
 
 def test_committed_results_have_every_row():
@@ -331,16 +368,28 @@ def test_committed_results_have_every_row():
     for name, full in (("results.csv", False), ("results_full.csv", True)):
         results = pd.read_csv(ROOT / "figures" / name)
         got = sorted(zip(results["arm"], results["start"], results["seed"]))
-        assert got == sorted((a, s, seed) for s, a in grid_pairs(cfg, full) for seed in cfg.seeds), name
+        want = [(a, s, seed) for s, a in grid_pairs(cfg, full) for seed in cfg.seeds]
+        want += [(a, s, seed) for s, a in grid_pairs(cfg, False) for seed in cfg.main_extra_seeds] if full else []
+        assert got == sorted(want), name
     main, full = (pd.read_csv(ROOT / "figures" / n).set_index(["arm", "start", "seed"])
                   for n in ("results.csv", "results_full.csv"))
     pd.testing.assert_frame_equal(main.sort_index(), full.loc[main.index].sort_index())
+    fixed = pd.read_csv(ROOT / "figures/results_fixed.csv")
+    assert sorted(zip(fixed["arm"], fixed["start"], fixed["seed"])) == sorted(
+        (a, s, seed) for s, a in grid_pairs(cfg, False) for seed in cfg.seeds)
+    # every probe row: each arm that trains has its start, stage-1 and/or stage-2 points, for both QA sets
+    probes = pd.read_csv(ROOT / "figures/probes_full.csv")
+    points = probes.groupby(["start", "arm", "seed"])["point"].apply(lambda p: tuple(sorted(set(p)))).to_dict()
+    for (start, arm, seed), got in points.items():
+        want = {"base": ("start",), "no_stage2": ("stage1", "start")}.get(arm, ("stage1", "stage2", "start"))
+        assert got == want, (start, arm, seed)
+    assert len(probes) == 2 * sum(len(p) for p in points.values())
 
 
 def test_full_grid_writes_its_own_files_and_keeps_the_main_ones(tmp_path):
     from mixcpt_core.reproduce import load_grid_outputs
 
-    cfg = dataclasses.replace(_tiny_config(tmp_path / "run"), main={"base": ["base"]}, full={"base": ["no_stage2"]})
+    cfg = dataclasses.replace(_tiny_config(tmp_path / "run", tmp_path / "recipes"), main={"base": ["base"]}, full={"base": ["no_stage2"]})
     reproduce(cfg, ROOT, tmp_path / "fig", full=True)
     main, full = pd.read_csv(tmp_path / "fig/results.csv"), pd.read_csv(tmp_path / "fig/results_full.csv")
     assert list(main["arm"]) == ["base"] and list(full["arm"]) == ["base", "no_stage2"]
