@@ -179,7 +179,7 @@ HIT_KEYS = tuple(f"{qa_set}_{level}" for level in LEVELS for qa_set in ("domain"
 
 
 def evaluate_model(model, tokenizer, world, n_examples: int = 0) -> dict:
-    """Every metric of a results row (README "Metrics"), on the world's never-trained QA and held-out documents:
+    """Every metric of a results row (docs/evaluation.md), on the world's never-trained QA and held-out documents:
 
     * ``domain_qa_acc`` / ``general_qa_acc``: chat-format exact match (:func:`chat_qa_metrics`) on all domain QA
       (the target domain) and all held-out general QA (forgetting), one greedy answer per question;

@@ -58,7 +58,7 @@ _CPU_BUFFERS: dict = {}
 
 def _buffer(name: str, rows: int, cols: int, dtype, device) -> torch.Tensor:
     """A [rows, cols] scratch tensor. On CPU it is kept and reused across calls: a fresh tensor of this size costs
-    more in page faults than the arithmetic done in it (measured, README). CUDA's caching allocator already reuses."""
+    more in page faults than the arithmetic done in it (measured, docs/stage1.md). CUDA's caching allocator already reuses."""
     if torch.device(device).type != "cpu":
         return torch.empty(rows, cols, dtype=dtype, device=device)
     key = (name, dtype)

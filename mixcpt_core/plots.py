@@ -223,8 +223,6 @@ def plot_probes(probes, path: str | Path | None = None, chance: dict | None = No
     held-out general facts), the three knowledge levels at each point of the pipeline (start model, after stage 1,
     after stage 2) as grouped bars; height = mean over seeds, dots = seeds. ``probes``: ``figures/probes.csv``.
     ``chance``: ``{"domain": p, "general": p}``, the stored probe's chance level, drawn as a dotted line."""
-    import numpy as np
-
     pairs = [k for k, g in probes.groupby(["start", "arm"], sort=False) if g["point"].nunique() > 1]
     fig, axes = plt.subplots(2, max(1, len(pairs)), figsize=(2.6 * max(1, len(pairs)) + 0.8, 5.6), squeeze=False,
                              sharey=True)

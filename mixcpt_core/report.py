@@ -45,7 +45,7 @@ def verdict(c: dict) -> str:
     return "no resolvable difference (the interval contains 0)"
 
 
-def search_table(search, recipes_dir: Path) -> str:
+def search_table(search) -> str:
     """One row per (start, arm): the chosen setting and its validation numbers, and the best full fine-tuning and
     LoRA settings' scores for context."""
     lines = ["| start | arm | chosen stage-2 recipe | validation score | general / domain (val, chat) | format (val) "
@@ -112,7 +112,7 @@ def render_tables(figures: Path) -> dict[str, str]:
         out["moved"] = moved_table(validated, fixed)
     search = _read(figures, "search_stage2.csv")
     if search is not None:
-        out["search"] = search_table(search, figures.parent / "configs" / "stage2-selected")
+        out["search"] = search_table(search)
     return out
 
 
@@ -248,6 +248,47 @@ def sweep_table(sweep) -> str:
     return "\n".join(lines)
 
 
+def chat_start_sentence(comparisons) -> str:
+    """The Mix-CPT vs traditional domain comparison from the chat start, if it ran."""
+    rows = comparisons[(comparisons["start"] == "chat") & (comparisons["a"] == "mixcpt")
+                       & (comparisons["b"] == "traditional") & (comparisons["metric"] == "domain_qa_acc")]
+    if rows.empty:
+        return ""
+    c = rows.iloc[0].to_dict()
+    return (f"From the **chat start** (a model that already follows the chat format, {int(c['n_seeds'])} seeds): "
+            f"{interval(c)} on domain QA ({verdict(c)}). ")
+
+
+def fixed_block(t: dict, figures: Path) -> str:
+    """The fixed-default protocol's table and how far the validated recipes moved each main arm (README)."""
+    if "fixed_results" not in t:
+        return ""
+    validated, fixed = _read(figures, "results.csv"), _read(figures, "results_fixed.csv")
+    moved = "; ".join(
+        f"{arm} {_mean(fixed, arm, 'domain_qa_acc'):.3f} → {_mean(validated, arm, 'domain_qa_acc'):.3f} domain, "
+        f"{_mean(fixed, arm, 'general_qa_acc'):.3f} → {_mean(validated, arm, 'general_qa_acc'):.3f} general"
+        for arm in dict.fromkeys(fixed["arm"]) if arm != "base")
+    stored = "; ".join(f"{arm} {_mean(fixed, arm, 'stored_domain_acc'):.3f} → {_mean(validated, arm, 'stored_domain_acc'):.3f}"
+                       for arm in dict.fromkeys(fixed["arm"]) if arm != "base")
+    up = all(_mean(validated, a, "stored_domain_acc") > _mean(fixed, a, "stored_domain_acc")
+             for a in dict.fromkeys(fixed["arm"]) if a != "base")
+    rose = "up with them: the fixed recipe had erased more of what stage 1 stored" if up else "from"
+    search = _read(figures, "search_stage2.csv")
+    chosen = search[search["chosen"] == 1] if search is not None else None
+    why = ("" if chosen is None else
+           f" The search chose 400 SFT steps for {chosen['label'].str.contains('max_steps=400').sum()} of "
+           f"{len(chosen)} pipelines and LoRA for {chosen['label'].str.contains('lora=r').sum()} of {len(chosen)};")
+    return f"""
+The same arms under the **fixed defaults** that stage 2 used before this protocol (full fine-tuning, SFT at 1e-3
+for 100 steps, set by hand before any run; `figures/results_fixed.csv`), on the same test questions:
+
+{t['fixed_results']}
+
+Validation moved the pipelines (chat format: {moved}).{why} the domain facts still stored after stage 2 went
+{rose} ({stored}). Details: docs/reproduction.md, "What validation changed".
+"""
+
+
 def readme_block(figures: Path) -> str:
     """The README's results block: the headline, the main figure and table, the probes figure, a link."""
     t = render_tables(figures)
@@ -257,18 +298,17 @@ def readme_block(figures: Path) -> str:
     return f"""**The result** (tiny profile, each pipeline's stage 2 chosen on validation questions, test questions
 only; {int(dom['n_seeds'])} seeds, `figures/{name}`): Mix-CPT − traditional = {interval(dom)} on domain QA in the
 chat format ({verdict(dom)}, resolution ±{dom['half_width']:.3f}) and {interval(gen)} on held-out general QA
-({verdict(gen)}); 95% intervals over questions and seeds. The table: `make reproduce`, seeds 0–2.
+({verdict(gen)}); 95% intervals over questions and seeds. {chat_start_sentence(comparisons)}The table:
+`make reproduce`, seeds 0–2.
 
 ![results](figures/results.png)
 
 {t['results']}
-
+{fixed_block(t, figures)}
 Where the knowledge goes — stored (likelihood multiple choice), extractable (plain QA), said (chat QA), at the start,
 after stage 1 and after stage 2:
 
-![where the knowledge goes](figures/probes.png)
-
-Intervals, probes, the ablations, the fixed-default protocol and what moved: [docs/reproduction.md](docs/reproduction.md)."""
+![where the knowledge goes](figures/probes.png)"""
 
 
 def reproduction_page(figures: Path) -> str:
@@ -391,7 +431,8 @@ They explain the fixed-default result and chose nothing.
 
 ## Wall times
 
-Recorded by the commands themselves (`figures/wall_times.json`):
+Recorded by the commands themselves (`figures/wall_times.json`; the committed search and full grid shared the two
+cores with other jobs for much of their run, `make reproduce` ran from a fresh clone on an otherwise idle machine):
 
 {wall_time_table(figures)}
 """)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .atomic import write_text_atomic
-from .evaluation import HIT_KEYS, LEVELS, METRIC_COLUMNS, PLAIN_COLUMNS, STORED_COLUMNS, format_base_table
+from .evaluation import LEVELS, METRIC_COLUMNS, PLAIN_COLUMNS, STORED_COLUMNS, format_base_table
 from .plots import plot_base_training
 from .tokenizer import train_tokenizer
 from .training import BasePretrainConfig, evaluate_base, load_base_checkpoint, pretrain_base

@@ -160,7 +160,7 @@ WORLD_PRESETS = {
 
 @dataclass
 class World:
-    """A generated world. Every list holds JSON-ready dicts; see the README for the schema of each."""
+    """A generated world. Every list holds JSON-ready dicts; see docs/world.md for the schema of each."""
 
     config: WorldConfig
     entities: list[dict] = field(default_factory=list)

