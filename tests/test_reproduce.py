@@ -238,8 +238,8 @@ def test_tiny_reproduction_is_cached_and_deterministic(tmp_path, monkeypatch):
 
     # from scratch in a fresh run directory: the same numbers (CPU, same seeds); train time aside
     again = reproduce(_tiny_config(tmp_path / "run2", tmp_path / "recipes"), ROOT, tmp_path / "fig3")
-    strip = [{k: v for k, v in r.items() if k != "train_seconds"} for r in first["rows"]]
-    assert [{k: v for k, v in r.items() if k != "train_seconds"} for r in again["rows"]] == strip
+    strip = [{k: v for k, v in r.items() if k != "train_seconds"} for r in first["grids"]["validated"]["rows"]]
+    assert [{k: v for k, v in r.items() if k != "train_seconds"} for r in again["grids"]["validated"]["rows"]] == strip
 
 
 def test_an_interrupted_stage_is_run_again(tmp_path):
