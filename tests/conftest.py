@@ -39,3 +39,19 @@ def tiny_model(tiny_tokenizer):
     from mixcpt_core.models import build_model
 
     return build_model("tiny", tiny_tokenizer, seed=0).eval()
+
+
+def run_notebook_fast(path, monkeypatch, needs_smollm2: bool = False, timeout: int = 600):
+    """Execute a notebook top to bottom in FAST mode (MIXCPT_FAST=1) in its own folder; returns the executed
+    notebook. Skips when it needs the optional SmolLM2 packages and they are not installed."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from mixcpt_core import smollm2
+
+    if needs_smollm2 and not smollm2.is_available():
+        pytest.skip(f"SmolLM2 packages not installed: {smollm2.INSTALL_COMMAND}")
+    monkeypatch.setenv("MIXCPT_FAST", "1")
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": str(path.parent)}}).execute()
+    return nb

@@ -5,9 +5,8 @@ import time
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
-from .conftest import ROOT
+from .conftest import ROOT, run_notebook_fast
 
 SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9][0-9]_solutions.ipynb"))
 COURSE = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -27,14 +26,8 @@ def test_each_course_notebook_with_exercises_has_a_solution_notebook_and_takeawa
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=[p.name for p in SOLUTIONS])
 def test_solution_notebook_runs_and_its_asserts_hold(path, monkeypatch):
-    from mixcpt_core import smollm2
-
-    if path.name in NEEDS_SMOLLM2 and not smollm2.is_available():
-        pytest.skip(f"SmolLM2 packages not installed: {smollm2.INSTALL_COMMAND}")
-    monkeypatch.setenv("MIXCPT_FAST", "1")
     nb = nbformat.read(path, as_version=4)
     assert sum("assert " in c.source for c in nb.cells if c.cell_type == "code") >= 2
     t0 = time.time()
-    NotebookClient(nb, kernel_name="python3", timeout=300,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    run_notebook_fast(path, monkeypatch, needs_smollm2=path.name in NEEDS_SMOLLM2, timeout=300)
     print(f"{path.name}: {time.time() - t0:.1f} s")  # kept under 30 s on an idle 2-core CPU
