@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: .venv test test-slow reproduce reproduce-full reproduce-sweep base-model notebooks lab clean
+.PHONY: .venv test test-slow reproduce reproduce-full reproduce-sweep reproduce-small reproduce-smollm2 scale base-model base-model-small notebooks lab clean
 
 .venv: $(STAMP)
 
@@ -46,9 +46,25 @@ reproduce-full: $(STAMP)
 reproduce-sweep: $(STAMP)
 	$(VENV)/bin/mixcpt reproduce --profile tiny --sweep --protocol fixed
 
+# The scale rungs: the small profile (6.6M base, same world; its declared search, then 3 seeds -> figures/small/) and
+# SmolLM2-135M-Instruct on a new domain (one seed on a CPU, 3 on a GPU -> figures/smollm2/); then the scale figure.
+reproduce-small: $(STAMP)
+	$(VENV)/bin/mixcpt search configs/search-stage2-small.yaml
+	$(VENV)/bin/mixcpt reproduce --profile small
+
+reproduce-smollm2: $(STAMP)
+	$(VENV)/bin/mixcpt reproduce --profile smollm2
+
+scale: $(STAMP)
+	$(VENV)/bin/mixcpt scale
+
 # Rebuild the shipped base checkpoint from scratch (~7 min on 2 cores).
 base-model: $(STAMP)
 	$(VENV)/bin/mixcpt pretrain-base --config configs/base-tiny.yaml --no-resume
+
+# Rebuild the small profile's base checkpoint from scratch (~20 min on 2 cores).
+base-model-small: $(STAMP)
+	$(VENV)/bin/mixcpt pretrain-base --config configs/base-small.yaml --no-resume
 
 # The course: every notebook run top to bottom in order, saved with its outputs (~5 min on 2 cores).
 notebooks: $(STAMP)

@@ -34,10 +34,12 @@ from datasets import Dataset
 
 from .atomic import remove_directory, write_text_atomic
 from .cpt import LoraSettings, frozen_copy
+from .evaluation import EvalSpec
 from .selection import SelectionConfig
 
 ALIGN_INFO_FILE = "mixcpt_align.json"
 REFERENCES = ("stage1", "sft")
+SFT_FORMATS = ("messages", "prompt_completion")
 # TRL 1.x reads transformers 5's deprecated `is_gradient_checkpointing` during every SFT/DPO step: 24 identical
 # warnings per `make reproduce` that the user can do nothing about. Only that message is silenced.
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
@@ -99,12 +101,18 @@ class AlignConfig:
     eval_questions: int = 0  # validation questions per split (general_val, domain_val) at each point; 0 = all
     init_chat_tokens: bool = True  # set the never-trained chat-token embeddings to the mean embedding first
     leading_space: bool = True  # answers as " answer" (same BPE tokens as in plain text, see sft_dataset)
+    # messages: the template's {% generation %} block marks the loss (this project's tokenizers); prompt_completion:
+    # TRL's prompt/completion rows, loss on the completion (a hub template without generation markers, e.g. SmolLM2)
+    sft_format: str = "messages"
+    evaluation: EvalSpec | None = None  # validation questions and match rule; None = the world's, exact match
     seed: int = 0
     output_dir: str = "runs/tiny/align"
 
     def __post_init__(self):
         if self.eval_questions < 0:
             raise ValueError(f"eval_questions must be >= 0, got {self.eval_questions}")
+        if self.sft_format not in SFT_FORMATS:
+            raise ValueError(f"sft_format must be one of {SFT_FORMATS}, got {self.sft_format!r}")
 
 
 # -- datasets ------------------------------------------------------------------------------------------------------
@@ -112,16 +120,20 @@ def _answer(text: str, leading_space: bool) -> str:
     return " " + text if leading_space and not text.startswith(" ") else text
 
 
-def sft_dataset(records: list[dict], leading_space: bool = False) -> Dataset:
-    """Conversational SFT data: one ``{"messages": [...]}`` row per instruction record.
+def sft_dataset(records: list[dict], leading_space: bool = False, fmt: str = "messages") -> Dataset:
+    """Conversational SFT data: one ``{"messages": [...]}`` row per instruction record, or with
+    ``fmt="prompt_completion"`` one ``{"prompt": [user turn], "completion": [assistant turn]}`` row (TRL then puts the
+    loss on the completion tokens: for a chat template without ``{% generation %}`` markers, such as SmolLM2's).
 
     ``leading_space``: write each assistant answer as ``" " + answer``. Why: byte-level BPE gives a word a
     different token at the start of a text (``Arcwright``) than after a space (``ĠArcwright``); the chat template
     starts the answer right after ``<|assistant|>\n``, so without the space every answer begins with a token the
     model (trained on ``Answer: Arcwright``) has almost never seen, and its knowledge does not carry over."""
-    return Dataset.from_list([{"messages": [{**m, "content": _answer(m["content"], leading_space)}
-                                            if m["role"] == "assistant" else m for m in r["messages"]]}
-                              for r in records])
+    rows = [[{**m, "content": _answer(m["content"], leading_space)} if m["role"] == "assistant" else m
+             for m in r["messages"]] for r in records]
+    if fmt == "prompt_completion":
+        return Dataset.from_list([{"prompt": m[:-1], "completion": m[-1:]} for m in rows])
+    return Dataset.from_list([{"messages": m} for m in rows])
 
 
 def dpo_dataset(pairs: list[dict], leading_space: bool = False) -> Dataset:
@@ -161,7 +173,8 @@ def _quiet(trainer):
 
 def make_sft_trainer(model, tokenizer, dataset: Dataset, s: SFTSettings, out: str | Path, seed: int = 0,
                      checkpoints: bool = False):
-    """A ``trl.SFTTrainer`` that trains on assistant tokens only (the chat template's generation block);
+    """A ``trl.SFTTrainer`` that trains on assistant tokens only: the chat template's generation block for
+    ``messages`` rows, the completion for ``prompt``/``completion`` rows (:func:`sft_dataset`);
     ``checkpoints``: write Trainer checkpoints into ``out`` (see :func:`_common_args`)."""
     from trl import SFTConfig, SFTTrainer
 
@@ -169,7 +182,9 @@ def make_sft_trainer(model, tokenizer, dataset: Dataset, s: SFTSettings, out: st
 
     with warnings.catch_warnings(), quiet_datasets():
         warnings.simplefilter("ignore", FutureWarning)  # transformers 5 renames gradient_checkpointing
-        args = SFTConfig(**_common_args(Path(out), s, seed, checkpoints), assistant_only_loss=True, packing=False)
+        messages = "messages" in dataset.column_names
+        args = SFTConfig(**_common_args(Path(out), s, seed, checkpoints), assistant_only_loss=messages,
+                         completion_only_loss=None if messages else True, packing=False)
         return _quiet(SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer))
 
 
@@ -253,13 +268,14 @@ def init_chat_token_embeddings(model, tokenizer) -> list[int]:
 
 
 # -- stage 2 end to end ----------------------------------------------------------------------------------------------
-def evaluate_validation(model, tokenizer, val: dict[str, list[dict]]) -> dict:
+def evaluate_validation(model, tokenizer, val: dict[str, list[dict]], spec: EvalSpec | None = None) -> dict:
     """Chat-format QA on the *validation* questions (``val``: {"general": general_val items, "domain": domain_val
     items}), the only QA stage 2 looks at: ``general_accuracy``, ``domain_accuracy``, their mean ``score`` (what the
     stage-2 search maximises), ``format_compliance`` pooled over both sets, ``n`` and 8 example generations."""
     from .evaluation import chat_qa_metrics
 
-    m = {name: chat_qa_metrics(model, tokenizer, items) for name, items in val.items()}
+    kw = dict(match=spec.match, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size) if spec else {}
+    m = {name: chat_qa_metrics(model, tokenizer, items, **kw) for name, items in val.items()}
     n = sum(r["n"] for r in m.values())
     return {"general_accuracy": m["general"]["accuracy"], "domain_accuracy": m["domain"]["accuracy"],
             "score": (m["general"]["accuracy"] + m["domain"]["accuracy"]) / 2,
@@ -330,23 +346,27 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
     else:
         check_chat_template(cfg.selection.model, tokenizer)
     val = {name: world.qa_split(split) for name, split in (("general", "general_val"), ("domain", "domain_val"))}
+    if cfg.evaluation is not None and cfg.evaluation.general == "realworld":  # a real model's own knowledge
+        from .realworld import realworld_split
+
+        val["general"] = realworld_split()["val"]
     val = {name: items[: cfg.eval_questions] if cfg.eval_questions else items for name, items in val.items()}
     (out / ALIGN_INFO_FILE).unlink(missing_ok=True)  # inputs checked; an earlier result is incomplete while rewritten
     if selection is None:
         selection = run_selection(cfg.selection, model, tokenizer, out_dir=out)
     sft_records, pairs = selected_records(world, selection)
 
-    metrics = {"before": evaluate_validation(model, tokenizer, val)}
+    metrics = {"before": evaluate_validation(model, tokenizer, val, cfg.evaluation)}
     chat_ids = init_chat_token_embeddings(model, tokenizer) if cfg.init_chat_tokens else []
     stage1 = frozen_copy(model) if cfg.lora is None else None
     set_seed(cfg.seed)
     if cfg.lora is not None:
         model = add_stage2_lora(model, cfg.lora, chat_ids)
     sft_dir, dpo_dir = (out / d for d in TRAINER_DIRS)
-    sft = make_sft_trainer(model, tokenizer, sft_dataset(sft_records, cfg.leading_space), cfg.sft, sft_dir,
-                           cfg.seed, checkpoints=True)
+    sft = make_sft_trainer(model, tokenizer, sft_dataset(sft_records, cfg.leading_space, cfg.sft_format), cfg.sft,
+                           sft_dir, cfg.seed, checkpoints=True)
     sft_resumed = train_or_resume(sft, _last_checkpoint(sft_dir))  # a finished SFT is loaded, not run again
-    metrics["sft"] = evaluate_validation(model, tokenizer, val)
+    metrics["sft"] = evaluate_validation(model, tokenizer, val, cfg.evaluation)
     _save(model, tokenizer, out / "sft", cfg.lora is not None)
 
     if cfg.dpo.reference == "sft":
@@ -358,7 +378,7 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
     dpo = make_dpo_trainer(model, tokenizer, dpo_dataset(pairs, cfg.leading_space), cfg.dpo, dpo_dir, ref,
                            cfg.seed, checkpoints=True)
     dpo_resumed = train_or_resume(dpo, _last_checkpoint(dpo_dir))
-    metrics["dpo"] = evaluate_validation(model, tokenizer, val)
+    metrics["dpo"] = evaluate_validation(model, tokenizer, val, cfg.evaluation)
     _save(model, tokenizer, out, cfg.lora is not None)
 
     info = {"config": to_dict(cfg), "metrics": metrics, "n_sft": len(sft_records), "n_dpo": len(pairs),

@@ -27,9 +27,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub calls unless the user cle
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")  # Apple MPS: missing ops run on the CPU; read by import torch
 
-PROFILES = {"tiny": "configs/base-tiny.yaml"}
-SHIPPED_BASE = {"tiny": "checkpoints/base-tiny"}
-REPRODUCE_CONFIGS = {"tiny": "configs/reproduce-tiny.yaml"}
+# The model-size rungs of the synthetic world: the same world, tokenizer, arms and protocol, a larger base model.
+PROFILES = {"tiny": "configs/base-tiny.yaml", "small": "configs/base-small.yaml"}
+SHIPPED_BASE = {"tiny": "checkpoints/base-tiny", "small": "checkpoints/base-small"}
+# ... and a real chat model (SmolLM2-135M-Instruct, offline) on a new domain of the same generator.
+REPRODUCE_CONFIGS = {"tiny": "configs/reproduce-tiny.yaml", "small": "configs/reproduce-small.yaml",
+                     "smollm2": "configs/smollm2/reproduce.yaml"}
+PROFILE_FIGURES = {"tiny": "figures", "small": "figures/small", "smollm2": "figures/smollm2"}  # one folder each
+# stage-2 protocols run by default: tiny also the fixed defaults for comparison; smollm2 has no search (fixed recipe)
+PROFILE_PROTOCOLS = {"tiny": ["validated", "fixed"], "small": ["validated"], "smollm2": ["fixed"]}
 
 
 class UsageError(Exception):
@@ -347,22 +353,27 @@ def cmd_reproduce(args) -> None:
         rcfg = dataclasses.replace(rcfg, seeds=args.seeds)
     if args.run_dir:
         rcfg = dataclasses.replace(rcfg, run_dir=args.run_dir)
-    figures = Path(args.figures)
+    figures = Path(args.figures or PROFILE_FIGURES[args.profile])
     _check_writable_dir(figures)
-    cfg = _base_config(str(root / PROFILES[args.profile]), None)
-    print("== the base model every pipeline starts from ==")
-    reproduce_base(cfg, shipped=root / SHIPPED_BASE[args.profile], figures=figures,
-                   run_dir=root / rcfg.run_dir, retrain=args.retrain_base)
+    protocols = args.protocol or PROFILE_PROTOCOLS[args.profile]
+    if args.profile in PROFILES:  # a base model pre-trained on the world: evaluate it (or retrain it) first
+        cfg = _base_config(str(root / PROFILES[args.profile]), None)
+        print("== the base model every pipeline starts from ==")
+        reproduce_base(cfg, shipped=root / SHIPPED_BASE[args.profile], figures=figures,
+                       run_dir=root / rcfg.run_dir, retrain=args.retrain_base)
+    elif args.retrain_base:
+        raise UsageError(f"--retrain-base: the {args.profile} profile starts from a released model, not one "
+                         f"pre-trained here")
     if args.retrain_base:
         rcfg = dataclasses.replace(rcfg, base_model=str(root / rcfg.run_dir / "base"))
     print(f"\n== the compared pipelines ({'main + ablation grid' if args.full else 'main arms'}, seeds {rcfg.seeds}) ==")
     from .report import cached_stages, record_wall_time
 
     cached = cached_stages(root / rcfg.run_dir)
-    reproduce(rcfg, root, figures, full=args.full, sweep=args.sweep, protocols=args.protocol)
+    reproduce(rcfg, root, figures, full=args.full, sweep=args.sweep, protocols=protocols)
     if args.run_dir is None and args.seeds is None and args.config is None:  # the documented command: record its time
         flags = [f for f, on in (("--full", args.full), ("--sweep", args.sweep)) if on]
-        flags += [] if args.protocol == ["validated", "fixed"] else ["--protocol", *args.protocol]
+        flags += [] if protocols == PROFILE_PROTOCOLS[args.profile] else ["--protocol", *protocols]
         record_wall_time(figures, " ".join(["mixcpt reproduce --profile", args.profile, *flags]), time.time() - t0,
                          cached)
 
@@ -380,6 +391,17 @@ def cmd_search(args) -> None:
     cached = cached_stages(root / load_config(ReproduceConfig, root / cfg.reproduce).run_dir)
     run_search(cfg, root, source=args.config)
     record_wall_time((root / cfg.table).parent, f"mixcpt search {args.config}", time.time() - t0, cached)
+
+
+def cmd_scale(args) -> None:
+    from .scaling import write_scale
+
+    try:
+        names = write_scale(_repo_root())
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {', '.join(names)} to figures/")
+    print((_repo_root() / "figures" / "scale.md").read_text(encoding="utf-8"))
 
 
 def cmd_report(args) -> None:
@@ -474,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="the main job: base model, then the compared pipelines for several seeds "
                                          "-> figures/results.csv, results.md and figures (resumes if interrupted)")
-    r.add_argument("--profile", choices=sorted(PROFILES), default="tiny")
+    r.add_argument("--profile", choices=sorted(REPRODUCE_CONFIGS), default="tiny",
+                   help="tiny (1.2M, the main job), small (6.6M, same world) or smollm2 (SmolLM2-135M-Instruct)")
     r.add_argument("--config", default=None, help="YAML with ReproduceConfig fields (default: configs/reproduce-tiny.yaml)")
     r.add_argument("--full", action="store_true", help="also run the ablation grid and the chat start "
                    "-> figures/results_full.* (see docs/reproduction.md for wall times)")
@@ -482,18 +505,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "share, stage-2 steps, learning rate and N) -> figures/sweep.csv, sweep.png")
     r.add_argument("--seeds", type=_nonneg_int, nargs="+", default=None, help="override the config's seeds")
     r.add_argument("--retrain-base", action="store_true", help="pre-train the base model from scratch (~7 min)")
-    r.add_argument("--figures", default="figures", help="where figures and tables go")
+    r.add_argument("--figures", default=None, help="where figures and tables go (default: figures/ for tiny, "
+                   "figures/<profile>/ for the others)")
     r.add_argument("--run-dir", default=None, help="where stages are cached (default: the config's run_dir)")
-    r.add_argument("--protocol", choices=("validated", "fixed"), nargs="+", default=["validated", "fixed"],
+    r.add_argument("--protocol", choices=("validated", "fixed"), nargs="+", default=None,
                    help="stage-2 recipes: 'validated' = chosen per pipeline on validation QA by `mixcpt search` "
                         "(configs/stage2-selected/) -> results.*; 'fixed' = the fixed defaults of the arm configs, "
-                        "main arms only, for comparison -> results_fixed.* (default: both)")
+                        "main arms only, for comparison -> results_fixed.* (default: both for tiny, validated for small, "
+                        "fixed for smollm2, which has no search)")
     r.set_defaults(func=cmd_reproduce)
 
     se = sub.add_parser("search", help="the declared stage-2 search on validation QA -> configs/stage2-selected/, "
                                        "figures/search_stage2.csv (resumes if interrupted)")
     se.add_argument("config", help="YAML with Stage2SearchConfig fields, e.g. configs/search-stage2-tiny.yaml")
     se.set_defaults(func=cmd_search)
+
+    sc = sub.add_parser("scale", help="the scale comparison (tiny -> small -> SmolLM2) from each profile's committed "
+                                      "results -> figures/scale.csv, scale.md, scale.png")
+    sc.set_defaults(func=cmd_scale)
 
     rp = sub.add_parser("report", help="render docs/reproduction.md and the README's results block from figures/")
     rp.add_argument("--figures", default=None, help="where the results are (default: figures/)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import string
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -20,6 +21,58 @@ def normalize_answer(text: str) -> str:
     """First line of ``text``, whitespace- and punctuation-trimmed, case-folded."""
     first_line = text.split("\n", 1)[0]
     return first_line.strip().strip(string.punctuation + " ").casefold()
+
+
+MATCH_RULES = ("exact", "contains")
+
+
+def answer_matches(reply: str, item: dict, rule: str = "exact") -> bool:
+    """Whether ``reply`` answers ``item`` (a QA record: ``answer`` and optional ``aliases``, other accepted answers).
+
+    * ``exact``: :func:`normalize_answer` of the reply equals that of the answer or of an alias (the synthetic
+      world's rule: its models answer with the bare value);
+    * ``contains``: the answer or an alias occurs as a whole word or phrase, case-insensitively, in the first
+      non-empty line of the reply ("The capital of France is Paris." contains "Paris"; "Parisian" does not): the
+      rule for a real chat model, which answers in sentences.
+
+    Both rules are :mod:`mixcpt_core.realworld`'s ``score_exact`` / ``score_contains`` (tested there)."""
+    from .realworld import SCORERS
+
+    if rule not in SCORERS:
+        raise ValueError(f"unknown match rule {rule!r}; choose one of {MATCH_RULES}")
+    return SCORERS[rule](reply, item)
+
+
+@dataclass
+class EvalSpec:
+    """How a model is evaluated on test (and, in stage 2, validation) questions: one per profile.
+
+    ``general``: what the general knowledge to protect is -- ``world`` (the world's held-out general people, the
+    synthetic profiles) or ``realworld`` (the committed real-world questions of :mod:`mixcpt_core.realworld`, for a
+    real chat model, which knows them before adaptation). ``match``: the rule of :func:`answer_matches`.
+    ``max_new_tokens`` / ``plain_new_tokens``: generation budgets in the chat and the plain format. ``limit``: only
+    the first ``limit`` questions of each set (0 = all; for fast tests)."""
+
+    general: str = "world"
+    match: str = "exact"
+    max_new_tokens: int = 12
+    plain_new_tokens: int = 6
+    batch_size: int = 128
+    limit: int = 0
+
+    def __post_init__(self):
+        if self.general not in ("world", "realworld"):
+            raise ValueError(f"general must be 'world' or 'realworld', got {self.general!r}")
+        if self.match not in MATCH_RULES:
+            raise ValueError(f"match must be one of {MATCH_RULES}, got {self.match!r}")
+        for name in ("max_new_tokens", "plain_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.limit < 0:
+            raise ValueError(f"limit must be >= 0, got {self.limit}")
+
+    def is_default(self) -> bool:
+        return self == EvalSpec()
 
 
 @torch.no_grad()
@@ -57,14 +110,16 @@ def generate_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = 
     return tokenizer.batch_decode(new, skip_special_tokens=True)
 
 
-def plain_qa_accuracy(model, tokenizer, qa_items: list[dict], batch_size: int = 128) -> dict:
-    """Exact-match accuracy of greedy answers to ``Question: …\\nAnswer:`` prompts (the base model's format).
+def plain_qa_accuracy(model, tokenizer, qa_items: list[dict], batch_size: int = 128, match: str = "exact",
+                      max_new_tokens: int = 6) -> dict:
+    """Accuracy of greedy answers to ``Question: …\\nAnswer:`` prompts (the base model's format), by the ``match``
+    rule of :func:`answer_matches` (exact by default).
 
     Returns ``{"accuracy": float, "n": int, "per_attribute": {attr: float}, "answers": [str], "hits": [0/1]}``.
     """
     prompts = [plain_qa_prompt(q["question"]) for q in qa_items]
-    answers = generate_greedy(model, tokenizer, prompts, max_new_tokens=6, batch_size=batch_size)
-    hits = [int(normalize_answer(a) == normalize_answer(q["answer"])) for a, q in zip(answers, qa_items)]
+    answers = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    hits = [int(answer_matches(a, q, match)) for a, q in zip(answers, qa_items)]
     per_attr = defaultdict(list)
     for h, q in zip(hits, qa_items):
         per_attr[q["attribute"]].append(h)
@@ -158,12 +213,14 @@ def generate_chat(model, tokenizer, questions: list[str], max_new_tokens: int = 
     return out
 
 
-def chat_qa_metrics(model, tokenizer, qa_items: list[dict], batch_size: int = 128, max_new_tokens: int = 12) -> dict:
-    """Chat-format QA on ``qa_items``: exact-match ``accuracy`` of the assistant turn's content (normalised as
-    :func:`normalize_answer`; a turn without ``<|end|>`` can still be right) and ``format_compliance`` = fraction of
-    well-formed turns (:func:`parse_assistant_turn`). Also ``n``, the ``generations`` and ``hits`` (0/1 per item)."""
+def chat_qa_metrics(model, tokenizer, qa_items: list[dict], batch_size: int = 128, max_new_tokens: int = 12,
+                    match: str = "exact") -> dict:
+    """Chat-format QA on ``qa_items``: ``accuracy`` of the assistant turn's content by the ``match`` rule of
+    :func:`answer_matches` (exact by default; a turn without ``<|end|>`` can still be right) and
+    ``format_compliance`` = fraction of well-formed turns (:func:`parse_assistant_turn`). Also ``n``, the
+    ``generations`` and ``hits`` (0/1 per item)."""
     gens = generate_chat(model, tokenizer, [q["question"] for q in qa_items], max_new_tokens, batch_size)
-    hits = [int(normalize_answer(g["content"]) == normalize_answer(q["answer"])) for g, q in zip(gens, qa_items)]
+    hits = [int(answer_matches(g["content"], q, match)) for g, q in zip(gens, qa_items)]
     n = max(1, len(gens))
     return {"accuracy": sum(hits) / n, "format_compliance": sum(g["well_formed"] for g in gens) / n,
             "n": len(gens), "generations": gens, "hits": hits}
@@ -178,33 +235,57 @@ LEVELS = {"stored": STORED_COLUMNS, "extractable": PLAIN_COLUMNS, "said": ("doma
 HIT_KEYS = tuple(f"{qa_set}_{level}" for level in LEVELS for qa_set in ("domain", "general"))
 
 
-def evaluate_model(model, tokenizer, world, n_examples: int = 0) -> dict:
-    """Every metric of a results row (docs/evaluation.md), on the world's never-trained QA and held-out documents:
+def evaluate_model(model, tokenizer, world, n_examples: int = 0, spec: EvalSpec | None = None,
+                   general_items: list[dict] | None = None) -> dict:
+    """Every metric of a results row (docs/evaluation.md), on never-trained QA and held-out documents:
 
-    * ``domain_qa_acc`` / ``general_qa_acc``: chat-format exact match (:func:`chat_qa_metrics`) on all domain QA
-      (the target domain) and all held-out general QA (forgetting), one greedy answer per question;
+    * ``domain_qa_acc`` / ``general_qa_acc``: chat-format QA (:func:`chat_qa_metrics`) on all domain QA (the target
+      domain) and all general QA (forgetting), one greedy answer per question;
     * ``format_rate``: fraction of well-formed assistant turns (:func:`parse_assistant_turn`) over both sets;
-    * ``domain_ppl`` / ``general_ppl``: :func:`document_perplexity` of the held-out domain / general documents;
+    * ``domain_ppl`` / ``general_ppl``: :func:`document_perplexity` of the world's held-out domain / general documents;
     * ``plain_domain_qa_acc`` / ``plain_general_qa_acc``: the same questions in the plain ``Question:/Answer:``
       format of pre-training (what the model *knows*, whether or not it can say it in the chat format);
-    * ``stored_domain_acc`` / ``stored_general_acc``: the same facts by multiple choice on the likelihood of a
-      document sentence (:func:`mixcpt_core.probes.stored_knowledge`: is the fact in the weights at all?);
+    * ``stored_domain_acc`` / ``stored_general_acc``: the same facts by multiple choice on likelihood
+      (:func:`mixcpt_core.probes.stored_knowledge`, :func:`mixcpt_core.realworld.stored_realworld`: is the fact in
+      the weights at all?);
     * ``hits``: per question, 0/1 for each of the six (set, level) pairs of :data:`HIT_KEYS` (``domain_said`` =
-      the chat-format hits behind ``domain_qa_acc``, ...), in the order of ``world.qa_split``: what the paired
-      bootstrap of :mod:`mixcpt_core.stats` resamples.
+      the chat-format hits behind ``domain_qa_acc``, ...), in question order: what the paired bootstrap of
+      :mod:`mixcpt_core.stats` resamples.
 
-    Only the *test* splits are read (``domain``, ``general_heldout``): this is the reporting function, never a
-    selection criterion.
+    ``spec`` (:class:`EvalSpec`, default: the synthetic profiles') says what "general" is and how answers match.
+    General questions: ``general_items`` if given (the SmolLM2 profile passes the real-world test questions its
+    start model answered correctly), else the world's ``general_heldout`` split (``spec.general == "world"``) or
+    every real-world test question (``"realworld"``). Only *test* splits are read: this is the reporting
+    function, never a selection criterion.
 
     ``n_examples`` > 0 also returns ``examples``: the first n questions of each set with gold answer, chat output
     (decoded with special tokens) and whether it matched.
     """
     from .probes import stored_knowledge
 
-    domain, general = world.qa_split("domain"), world.qa_split("general_heldout")
-    m_dom, m_gen = chat_qa_metrics(model, tokenizer, domain), chat_qa_metrics(model, tokenizer, general)
-    p_dom, p_gen = plain_qa_accuracy(model, tokenizer, domain), plain_qa_accuracy(model, tokenizer, general)
-    s_dom, s_gen = stored_knowledge(model, tokenizer, world, domain), stored_knowledge(model, tokenizer, world, general)
+    spec = spec or EvalSpec()
+    domain = world.qa_split("domain")
+    if general_items is not None:
+        general = general_items
+    elif spec.general == "world":
+        general = world.qa_split("general_heldout")
+    else:
+        from .realworld import realworld_split
+
+        general = realworld_split()["test"]
+    if spec.limit:
+        domain, general = domain[: spec.limit], general[: spec.limit]
+    chat = dict(match=spec.match, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size)
+    plain = dict(match=spec.match, max_new_tokens=spec.plain_new_tokens, batch_size=spec.batch_size)
+    m_dom, m_gen = chat_qa_metrics(model, tokenizer, domain, **chat), chat_qa_metrics(model, tokenizer, general, **chat)
+    p_dom, p_gen = plain_qa_accuracy(model, tokenizer, domain, **plain), plain_qa_accuracy(model, tokenizer, general, **plain)
+    s_dom = stored_knowledge(model, tokenizer, world, domain)
+    if spec.general == "world":
+        s_gen = stored_knowledge(model, tokenizer, world, general)
+    else:
+        from .realworld import stored_realworld
+
+        s_gen = stored_realworld(model, tokenizer, general)
     out = {
         "domain_qa_acc": m_dom["accuracy"],
         "general_qa_acc": m_gen["accuracy"],
@@ -222,9 +303,9 @@ def evaluate_model(model, tokenizer, world, n_examples: int = 0) -> dict:
     if n_examples:
         out["examples"] = [
             {"set": name, "question": q["question"], "gold": q["answer"], "output": g["raw"],
-             "correct": normalize_answer(g["content"]) == normalize_answer(q["answer"])}
+             "correct": bool(h)}
             for name, items, m in (("domain", domain, m_dom), ("general", general, m_gen))
-            for q, g in zip(items[:n_examples], m["generations"][:n_examples])
+            for q, g, h in zip(items[:n_examples], m["generations"][:n_examples], m["hits"][:n_examples])
         ]
     return out
 

@@ -30,6 +30,7 @@ from .atomic import write_text_atomic
 from .config import ConfigError, load_config, to_dict
 from .cpt import CPT_INFO_FILE, CPTConfig
 from .data import MixConfig
+from .evaluation import EvalSpec
 from .world import WorldConfig
 
 PIPELINE_VERSION = 2  # bump when a change to the code changes what a cached stage would contain
@@ -81,6 +82,8 @@ class ReproduceConfig:
     align_overrides: dict = field(default_factory=dict)  # applied to every arm's stage 2 (before the arm's own)
     examples: int = 24  # generations kept per (arm, start) for seed 0 and each QA set (figures/generations.json)
     stage2_recipes: str = "configs/stage2-selected"  # the validated protocol's recipes (`mixcpt search` writes them)
+    evaluation: EvalSpec = field(default_factory=EvalSpec)  # what "general" is and how answers match (per profile)
+    gpu_seeds: list[int] = field(default_factory=list)  # if non-empty and a CUDA GPU is present: run these seeds
     run_dir: str = "runs/reproduce-tiny"
 
     def __post_init__(self):
@@ -200,6 +203,9 @@ def stage1_key(start_key: str, cpt: CPTConfig, mix: MixConfig, seed: int) -> str
 
 def stage2_key(model_key: str, align: AlignConfig, seed: int, init_chat_tokens: bool) -> str:
     d = to_dict(align)
+    for name, default in (("sft_format", "messages"), ("evaluation", None)):  # fields added later: at their
+        if d.get(name) == default:  # defaults they change nothing, and the stages cached before them stay valid
+            d.pop(name, None)
     d["selection"] = _without(d["selection"], "model", "seed")
     d["init_chat_tokens"] = init_chat_tokens
     return "s2-" + _hash({"v": PIPELINE_VERSION, "model": model_key, "seed": seed,
@@ -266,43 +272,55 @@ def run_stage2(model_dir: Path, model_key: str, align: AlignConfig, seed: int, c
     return out, json.loads((out / ALIGN_INFO_FILE).read_text(encoding="utf-8"))
 
 
-def evaluate_cached(model_dir: Path, model_key: str, world, run_dir: Path, examples: int) -> dict:
+def evaluation_key(model_key: str, spec: EvalSpec | None = None, general_items: list[dict] | None = None) -> str:
+    """The name of a model's cached evaluation: its model key, plus a hash of the evaluation when it is not the
+    synthetic profiles' default (another general set or match rule is another evaluation)."""
+    if (spec is None or spec.is_default()) and general_items is None:
+        return model_key
+    return f"{model_key}-{_hash({'spec': to_dict(spec or EvalSpec()), 'general': [q['id'] for q in general_items or []]})}"
+
+
+def evaluate_cached(model_dir: Path, model_key: str, world, run_dir: Path, examples: int,
+                    spec: EvalSpec | None = None, general_items: list[dict] | None = None) -> dict:
     """:func:`mixcpt_core.evaluation.evaluate_model` of ``model_dir``, cached in ``run_dir/eval/<key>.json`` (the first
-    call's ``examples`` is what the cache holds: a model is evaluated once)."""
+    call's ``examples`` is what the cache holds: a model is evaluated once per :func:`evaluation_key`)."""
     from .evaluation import evaluate_model
     from .models import load_causal_lm
 
-    path = run_dir / "eval" / f"{model_key}.json"
+    path = run_dir / "eval" / f"{evaluation_key(model_key, spec, general_items)}.json"
     if not path.exists():
         model, tokenizer = load_causal_lm(model_dir)
-        metrics = evaluate_model(model, tokenizer, world, n_examples=examples)
+        metrics = evaluate_model(model, tokenizer, world, n_examples=examples, spec=spec, general_items=general_items)
         write_text_atomic(path, json.dumps(metrics, indent=1) + "\n")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
 def run_arm(arm: ResolvedArm, start: str, start_dir: Path, seed: int, world, run_dir: Path, root: Path,
-            examples: int = 0, probe_stages: bool = True) -> dict:
+            examples: int = 0, probe_stages: bool = True, spec: EvalSpec | None = None,
+            general_items: list[dict] | None = None) -> dict:
     """Run (or fetch from the cache) one arm from one start with one seed and evaluate it.
 
     Returns ``{"metrics", "train_seconds", "stage1": info or None, "model_dir", "probes"}``; ``train_seconds`` is the
     sum of the arm's own stages (stage 1 + stage 2 wall time when they ran; the start model's cost is not included).
     ``probes`` maps each point of the pipeline -- ``start``, ``stage1`` (if the arm has a stage 1) and ``stage2`` (if
     it has a stage 2) -- to that model's :func:`~mixcpt_core.evaluation.evaluate_model` metrics (each cached; with
-    ``probe_stages=False`` only the final model is evaluated)."""
+    ``probe_stages=False`` only the final model is evaluated). ``spec`` and ``general_items``: how, and on which
+    general questions, every model is evaluated (:func:`evaluate_cached`)."""
+    ev = dict(spec=spec, general_items=general_items)
     model_dir, key, seconds, s1_info = start_dir, weights_key(start_dir), 0.0, None
     start_key = key
     points = {}
     if probe_stages and (arm.cpt is not None or arm.align is not None):
-        points["start"] = evaluate_cached(start_dir, start_key, world, run_dir, examples)
+        points["start"] = evaluate_cached(start_dir, start_key, world, run_dir, examples, **ev)
     if arm.cpt is not None:
         model_dir, s1_info = run_stage1(start_dir, start_key, arm.cpt, arm.mix, seed, run_dir, root)
         key, seconds = model_dir.name, seconds + s1_info["train_seconds"]
         if probe_stages and arm.align is not None:
-            points["stage1"] = evaluate_cached(model_dir, key, world, run_dir, examples)
+            points["stage1"] = evaluate_cached(model_dir, key, world, run_dir, examples, **ev)
     if arm.align is not None:
         model_dir, s2_info = run_stage2(model_dir, key, arm.align, seed, start == "chat", run_dir, root)
         key, seconds = model_dir.name, seconds + s2_info["seconds"]
-    metrics = evaluate_cached(model_dir, key, world, run_dir, examples)
+    metrics = evaluate_cached(model_dir, key, world, run_dir, examples, **ev)
     final = "stage2" if arm.align is not None else "stage1" if arm.cpt is not None else "start"
     points[final] = metrics
     return {"metrics": metrics, "train_seconds": round(seconds, 1), "stage1": s1_info, "model_dir": str(model_dir),

@@ -70,17 +70,27 @@ def stored_knowledge(model, tokenizer, world, qa_items: list[dict], batch_size: 
     :func:`sequence_logprobs`; ties go to the first value in :data:`mixcpt_core.world.ATTRIBUTE_VALUES` order.
     Returns ``{"accuracy", "n", "chance", "hits": [0/1 per item], "predictions": [value per item]}``."""
     names = {e["id"]: e["name"] for e in world.entities}
+    choices = [dict(zip(*probe_sentences(names[q["entity_id"]], q["attribute"]))) for q in qa_items]
+    return choose_by_likelihood(model, tokenizer, qa_items, choices, chance_accuracy(qa_items), batch_size)
+
+
+def choose_by_likelihood(model, tokenizer, qa_items: list[dict], choices: list[dict[str, str]], chance: float,
+                         batch_size: int = 256) -> dict:
+    """Multiple choice by likelihood, the core of every stored probe: for item i, ``choices[i]`` maps each candidate
+    answer to the text that states it; the prediction is the candidate whose text has the highest log-likelihood
+    (:func:`sequence_logprobs` of the tokenizer's default encoding; ties: the first candidate in ``choices[i]``
+    order), a hit when it equals the item's ``answer``. Returns ``{"accuracy", "n", "chance", "hits",
+    "predictions"}``."""
     sequences, spans = [], []
-    for q in qa_items:
-        values, sentences = probe_sentences(names[q["entity_id"]], q["attribute"])
-        spans.append((len(sequences), values))
-        sequences += [tokenizer(s).input_ids for s in sentences]
+    for options in choices:
+        spans.append((len(sequences), list(options)))
+        sequences += [tokenizer(text).input_ids for text in options.values()]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     scores = sequence_logprobs(model, sequences, pad, batch_size)
     predictions = [values[int(torch.argmax(scores[start : start + len(values)]))] for start, values in spans]
     hits = [int(p == q["answer"]) for p, q in zip(predictions, qa_items)]
-    return {"accuracy": sum(hits) / max(1, len(hits)), "n": len(hits), "chance": chance_accuracy(qa_items),
-            "hits": hits, "predictions": predictions}
+    return {"accuracy": sum(hits) / max(1, len(hits)), "n": len(hits), "chance": chance, "hits": hits,
+            "predictions": predictions}
 
 
 def chance_accuracy(qa_items: list[dict]) -> float:
@@ -88,4 +98,5 @@ def chance_accuracy(qa_items: list[dict]) -> float:
     return sum(1 / len(ATTRIBUTE_VALUES[q["attribute"]]) for q in qa_items) / max(1, len(qa_items))
 
 
-__all__ = ["PROBE_TEMPLATES", "sequence_logprobs", "probe_sentences", "stored_knowledge", "chance_accuracy"]
+__all__ = ["PROBE_TEMPLATES", "sequence_logprobs", "probe_sentences", "stored_knowledge", "choose_by_likelihood",
+           "chance_accuracy"]

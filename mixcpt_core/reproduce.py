@@ -328,25 +328,31 @@ def resolve_arms(cfg, root: Path, pairs: list[tuple[str, str]], protocol: str) -
 
 
 def run_grid(cfg, root: Path, world, starts: dict, pairs: list[tuple[str, str]], arms: dict, tag: str,
-             seeds: list[int] | None = None) -> dict:
+             seeds: list[int] | None = None, general_items: list[dict] | None = None) -> dict:
     """Every (start, arm) of ``pairs`` for every seed of ``seeds`` (default ``cfg.seeds``): results rows, stage-1
-    curves, probe rows, per-question hits (for the intervals) and the first seed's example generations."""
+    curves, probe rows, per-question hits (for the intervals) and the first seed's example generations. Every model
+    is evaluated by ``cfg.evaluation`` on ``general_items`` as its general questions (default: the world's)."""
     from .pipelines import run_arm
 
     t0 = time.time()
     run_dir = root / cfg.run_dir
     from .probes import chance_accuracy
 
+    if general_items is not None:
+        from .realworld import realworld_chance
+
+        general_chance = realworld_chance(general_items)
+    else:
+        general_chance = chance_accuracy(world.qa_split("general_heldout"))
     grid = {"rows": [], "curves": [], "probes": [], "hits": {}, "examples": {},
-            "chance": {"domain": chance_accuracy(world.qa_split("domain")),
-                       "general": chance_accuracy(world.qa_split("general_heldout"))}}
+            "chance": {"domain": chance_accuracy(world.qa_split("domain")), "general": general_chance}}
     seeds = cfg.seeds if seeds is None else seeds
     total = len(pairs) * len(seeds)
     for seed in seeds:
         for start, arm in pairs:
             t = time.time()
             r = run_arm(arms[(start, arm)], start, starts[start], seed, world, run_dir, root,
-                        cfg.examples if seed == seeds[0] else 0)
+                        cfg.examples if seed == seeds[0] else 0, spec=cfg.evaluation, general_items=general_items)
             m = r["metrics"]
             grid["rows"].append({"arm": arm, "start": start, "seed": seed, "train_seconds": r["train_seconds"],
                                  **{c: m[c] for c in METRIC_COLUMNS + PLAIN_COLUMNS + STORED_COLUMNS}})
@@ -385,6 +391,54 @@ PROTOCOL_LABELS = {
 }
 
 
+def start_model_dir(cfg, root: Path) -> Path:
+    """The directory of ``cfg.base_model``: relative to ``root``, or SmolLM2's converted checkpoint for
+    ``smollm2:135m-instruct`` (:func:`mixcpt_core.models.resolve_model_name`)."""
+    from .models import SMOLLM2, resolve_model_name
+
+    return Path(resolve_model_name(cfg.base_model)) if cfg.base_model == SMOLLM2 else root / cfg.base_model
+
+
+def profile_seeds(cfg) -> list[int]:
+    """``cfg.gpu_seeds`` when they are given and a CUDA GPU is present (a GPU runs more seeds of the same
+    command), else ``cfg.seeds``."""
+    import torch
+
+    return list(cfg.gpu_seeds) if cfg.gpu_seeds and torch.cuda.is_available() else list(cfg.seeds)
+
+
+def known_realworld_questions(start_dir: Path, cfg, run_dir: Path, figures: Path) -> list[dict]:
+    """The real-world *test* questions that the start model answers correctly in the chat format (by
+    ``cfg.evaluation``'s rule): forgetting is measured on these. Computed once (cached in
+    ``run_dir/eval/realworld-known-<start>.json``) and written to ``figures/realworld_known.json`` with every
+    question's reply, so the set can be checked by hand."""
+    from .evaluation import chat_qa_metrics
+    from .models import load_causal_lm
+    from .pipelines import weights_key
+    from .realworld import realworld_split
+
+    spec = cfg.evaluation
+    items = realworld_split()["test"]
+    items = items[: spec.limit] if spec.limit else items
+    path = run_dir / "eval" / (f"realworld-known-{weights_key(start_dir)}-{spec.match}-{spec.max_new_tokens}"
+                               f"-{len(items)}.json")
+    if not path.exists():
+        model, tokenizer = load_causal_lm(start_dir)
+        m = chat_qa_metrics(model, tokenizer, items, batch_size=spec.batch_size, max_new_tokens=spec.max_new_tokens,
+                            match=spec.match)
+        rows = [{"id": q["id"], "question": q["question"], "answer": q["answer"], "reply": g["content"], "known": h}
+                for q, g, h in zip(items, m["generations"], m["hits"])]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(rows, indent=1) + "\n")
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    figures.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(figures / "realworld_known.json", json.dumps(rows, indent=1) + "\n")
+    known = {r["id"] for r in rows if r["known"]}
+    print(f"[start] real-world test questions the start model answers ({spec.match}): {len(known)} of {len(rows)}",
+          flush=True)
+    return [q for q in items if q["id"] in known]
+
+
 def reproduce(cfg, root: Path, figures: Path, full: bool = False, sweep: bool = False,
               protocols=("validated",)) -> dict:
     """Run the grid (``cfg.main``, plus ``cfg.full`` with ``full``) for every seed under each protocol of
@@ -401,21 +455,28 @@ def reproduce(cfg, root: Path, figures: Path, full: bool = False, sweep: bool = 
     t0 = time.time()
     run_dir = root / cfg.run_dir
     world = generate_world(cfg.world)
-    starts = {"base": root / cfg.base_model}
+    starts = {"base": start_model_dir(cfg, root)}
+    cfg = dataclasses.replace(cfg, seeds=profile_seeds(cfg))
+    general_items = None
+    if cfg.evaluation.general == "realworld":  # forgetting = on what the start model knew before adaptation
+        general_items = known_realworld_questions(starts["base"], cfg, run_dir, figures)
     pairs = grid_pairs(cfg, full)
     main_pairs = grid_pairs(cfg, full=False)
     if any(s == "chat" for s, _ in pairs):
         print("[start] chat = base model + SFT on all general instructions", flush=True)
         starts["chat"] = build_chat_start(starts["base"], cfg.world, cfg.chat_sft, run_dir / "start-chat")
     # every arm of every protocol is resolved (and so checked: a missing recipe stops here) before anything runs
-    plan = {p: resolve_arms(cfg, root, pairs if p == "validated" else main_pairs, p) for p in protocols}
+    # the whole grid under the validated protocol, or under the only one asked for (smollm2: fixed, no search)
+    whole = "validated" if "validated" in protocols else protocols[0]
+    plan = {p: resolve_arms(cfg, root, pairs if p == whole else main_pairs, p) for p in protocols}
 
     grids, written = {}, []
     extra = [s for s in cfg.main_extra_seeds if s not in cfg.seeds] if full else []
     for protocol, arms in plan.items():
-        grid = run_grid(cfg, root, world, starts, list(arms), arms, protocol)
+        grid = run_grid(cfg, root, world, starts, list(arms), arms, protocol, general_items=general_items)
         if protocol == "validated" and extra:  # the headline comparison with more seeds
-            more = run_grid(cfg, root, world, starts, main_pairs, arms, f"{protocol}, more seeds", extra)
+            more = run_grid(cfg, root, world, starts, main_pairs, arms, f"{protocol}, more seeds", extra,
+                            general_items=general_items)
             for key in ("rows", "curves", "probes"):
                 grid[key] += more[key]
             grid["hits"].update(more["hits"])

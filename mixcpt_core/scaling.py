@@ -99,3 +99,235 @@ def timed_cpt(cfg, root: str | Path = ".", train_dataset=None) -> dict:
     info = json.loads((Path(out) / CPT_INFO_FILE).read_text())
     return {"out": Path(out), "step_seconds": timer.seconds, "train_seconds": info["train_seconds"],
             "teacher_stats_seconds": info.get("teacher_stats_seconds"), "history": info["history"]}
+
+
+# -- the scale comparison: the same question at three model sizes ---------------------------------------------------
+# profile -> (label, the folder of its results, the suffix of the grid that holds its headline comparison: for tiny
+# the full grid, whose main arms ran 5 seeds)
+SCALE_PROFILES = {
+    "tiny": ("tiny (synthetic base)", "figures", "_full"),
+    "small": ("small (synthetic base)", "figures/small", ""),
+    "smollm2": ("SmolLM2-135M-Instruct", "figures/smollm2", "_fixed"),
+}
+SCALE_COLUMNS = ("profile", "label", "n_parameters", "n_seeds", "metric", "n_questions", "mixcpt", "traditional",
+                 "diff", "lo", "hi", "half_width", "mixcpt_wins")
+SCALE_PROBE_COLUMNS = ("profile", "arm", "qa_set", "stored", "extractable", "said")
+
+
+def _n_parameters(root: Path, profile: str) -> int | None:
+    """The start model's parameter count: from the shipped base checkpoint's info, or SmolLM2's known size."""
+    info = root / "checkpoints" / f"base-{profile}" / "mixcpt_base.json"
+    if info.exists():
+        return json.loads(info.read_text(encoding="utf-8"))["n_parameters"]
+    return 134_515_008 if profile == "smollm2" else None  # SmolLM2-135M-Instruct, tied embeddings
+
+
+def scale_tables(root: str | Path = ".") -> tuple[list[dict], list[dict]]:
+    """The scale comparison from each profile's committed results (``comparisons*.csv``, ``probes*.csv``):
+
+    * rows of :data:`SCALE_COLUMNS`: Mix-CPT − traditional on domain and general QA (chat format, the arms' final
+      models) with the 95% interval of the paired bootstrap, per profile that has results;
+    * rows of :data:`SCALE_PROBE_COLUMNS`: stored / extractable / said after stage 2 for both arms, mean over seeds.
+
+    A profile without results yet is left out."""
+    import pandas as pd
+
+    root = Path(root)
+    diffs, probes = [], []
+    for profile, (label, folder, suffix) in SCALE_PROFILES.items():
+        comp, prob = root / folder / f"comparisons{suffix}.csv", root / folder / f"probes{suffix}.csv"
+        if not comp.exists() or not prob.exists():
+            continue
+        c = pd.read_csv(comp)
+        c = c[(c["a"] == "mixcpt") & (c["b"] == "traditional") & (c["start"] == "base")]
+        for metric in ("domain_qa_acc", "general_qa_acc"):
+            r = c[c["metric"] == metric]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            diffs.append({"profile": profile, "label": label, "n_parameters": _n_parameters(root, profile),
+                          "n_seeds": int(r["n_seeds"]), "metric": metric, "n_questions": int(r["n_questions"]),
+                          "mixcpt": r["a_mean"], "traditional": r["b_mean"], "diff": r["diff"], "lo": r["lo"],
+                          "hi": r["hi"], "half_width": r["half_width"], "mixcpt_wins": int(r["a_wins"])})
+        p = pd.read_csv(prob)
+        p = p[(p["point"] == "stage2") & (p["start"] == "base") & p["arm"].isin(["traditional", "mixcpt"])]
+        for (arm, qa_set), g in p.groupby(["arm", "qa_set"], sort=False):
+            probes.append({"profile": profile, "arm": arm, "qa_set": qa_set,
+                           **{level: g[level].mean() for level in ("stored", "extractable", "said")}})
+    return diffs, probes
+
+
+def format_scale_table(diffs: list[dict], probes: list[dict]) -> str:
+    """Markdown: one row per profile with both differences and the domain probes of both arms after stage 2."""
+    lines = ["| profile | parameters | seeds | domain QA: Mix-CPT − traditional [95% interval] | general QA: Mix-CPT − "
+             "traditional [95% interval] | domain facts after stage 2, stored / extractable / said: traditional | "
+             "Mix-CPT |", "|---|---|---|---|---|---|---|"]
+    for profile in dict.fromkeys(d["profile"] for d in diffs):
+        by = {d["metric"]: d for d in diffs if d["profile"] == profile}
+        cells = []
+        for metric in ("domain_qa_acc", "general_qa_acc"):
+            d = by.get(metric)
+            cells.append(f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] ({d['mixcpt']:.3f} vs "
+                         f"{d['traditional']:.3f})" if d else "—")
+        for arm in ("traditional", "mixcpt"):
+            p = next((p for p in probes if p["profile"] == profile and p["arm"] == arm and p["qa_set"] == "domain"), None)
+            cells.append(" / ".join(f"{p[k]:.3f}" for k in ("stored", "extractable", "said")) if p else "—")
+        first = next(iter(by.values()))
+        n = first["n_parameters"]
+        lines.append(f"| {first['label']} | {n / 1e6:.1f}M | {first['n_seeds']} | " + " | ".join(cells) + " |"
+                     if n else f"| {first['label']} | ? | {first['n_seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_scale(diffs: list[dict], probes: list[dict], path: str | Path | None = None):
+    """Left: Mix-CPT − traditional (domain and general QA, 95% intervals) per profile, smallest model first. Right:
+    domain facts stored / extractable / said after stage 2, traditional (hatched) beside Mix-CPT, per profile."""
+    import matplotlib.pyplot as plt
+
+    from .plots import _finish
+
+    profiles = list(dict.fromkeys(d["profile"] for d in diffs))
+    labels = [next(d["label"] for d in diffs if d["profile"] == p) for p in profiles]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for k, (metric, name, color) in enumerate((("domain_qa_acc", "domain QA", "tab:blue"),
+                                               ("general_qa_acc", "general QA (forgetting)", "tab:orange"))):
+        xs, ys, lo, hi = [], [], [], []
+        for i, p in enumerate(profiles):
+            d = next((d for d in diffs if d["profile"] == p and d["metric"] == metric), None)
+            if d:
+                xs.append(i + (k - 0.5) * 0.2)
+                ys.append(d["diff"])
+                lo.append(d["diff"] - d["lo"])
+                hi.append(d["hi"] - d["diff"])
+        ax1.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=4, color=color, label=name)
+    ax1.axhline(0, color="grey", lw=0.8)
+    ax1.set_xlim(-0.6, len(profiles) - 0.4)
+    ax1.set_xticks(range(len(profiles)), [f"{lab}\n{next(d['n_seeds'] for d in diffs if d['profile'] == p)} seed(s)"
+                                          for p, lab in zip(profiles, labels)], fontsize=8)
+    ax1.set_ylabel("Mix-CPT − traditional (accuracy)")
+    ax1.set_title("Does Mix-CPT beat traditional? (95% intervals)")
+    ax1.legend(fontsize=8)
+    levels = ("stored", "extractable", "said")
+    width = 0.13
+    for i, p in enumerate(profiles):
+        for j, level in enumerate(levels):
+            for a, arm in enumerate(("traditional", "mixcpt")):
+                r = next((r for r in probes if r["profile"] == p and r["arm"] == arm and r["qa_set"] == "domain"), None)
+                if r is None:
+                    continue
+                ax2.bar(i + (2 * j + a - 2.5) * width, r[level], width, color=f"C{j}",
+                        hatch="//" if arm == "traditional" else None, edgecolor="white",
+                        label=f"{level} ({arm})" if i == 0 else None)
+    ax2.set_xticks(range(len(profiles)), labels, fontsize=8)
+    ax2.set_xlim(-0.6, len(profiles) - 0.4)
+    ax2.set_ylim(0, 1)
+    ax2.set_ylabel("domain facts after stage 2")
+    ax2.set_title("Stored / extractable / said (hatched: traditional)")
+    ax2.legend(fontsize=7, ncol=3)
+    return _finish(fig, path)
+
+
+SCALE_BEGIN = "<!-- scale:begin (rendered by `mixcpt scale` from figures/*/comparisons*.csv; do not edit by hand) -->"
+SCALE_END = "<!-- scale:end -->"
+# profile -> the commands that make its results, as recorded in the wall-time files (relative to the profile folder)
+PROFILE_COMMANDS = {
+    "tiny": ("mixcpt reproduce --profile tiny", "mixcpt search configs/search-stage2-tiny.yaml",
+             "mixcpt reproduce --profile tiny --full"),
+    "small": ("mixcpt search configs/search-stage2-small.yaml", "mixcpt reproduce --profile small"),
+    "smollm2": ("mixcpt reproduce --profile smollm2",),
+}
+
+
+def _verdict(d: dict) -> str:
+    if d["lo"] > 0:
+        return "Mix-CPT wins"
+    if d["hi"] < 0:
+        return "Mix-CPT loses"
+    return "no resolvable difference"
+
+
+def _duration(seconds: float) -> str:
+    m = round(seconds) // 60
+    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min {round(seconds) % 60:02d} s"
+
+
+def profile_wall_times(root: str | Path = ".") -> list[dict]:
+    """Per profile with results: the measured wall time of the commands that made them (``wall_times.json`` of its
+    folder, recorded by the commands) and, for a profile with a base model pre-trained here, that pre-training's
+    (``checkpoints/base-<profile>/mixcpt_base.json``)."""
+    root = Path(root)
+    rows = []
+    for profile, (label, folder, _) in SCALE_PROFILES.items():
+        times = root / folder / "wall_times.json"
+        recorded = json.loads(times.read_text(encoding="utf-8")) if times.exists() else {}
+        parts = [(c, recorded[c]) for c in PROFILE_COMMANDS[profile] if c in recorded]
+        if not parts:
+            continue
+        info = root / "checkpoints" / f"base-{profile}" / "mixcpt_base.json"
+        base = json.loads(info.read_text(encoding="utf-8"))["train_seconds"] if info.exists() else None
+        rows.append({"profile": profile, "label": label, "commands": [c for c, _ in parts],
+                     "seconds": sum(t["seconds"] for _, t in parts), "base_seconds": base,
+                     "machine": parts[-1][1]["machine"], "date": parts[-1][1]["date"]})
+    return rows
+
+
+def scale_readme_block(root: str | Path = ".") -> str:
+    """The README's scale block: the table, one line per profile with the verdict on both questions, and the
+    measured wall time of every profile."""
+    root = Path(root)
+    diffs, probes = scale_tables(root)
+    lines = [format_scale_table(diffs, probes), ""]
+    for profile in dict.fromkeys(d["profile"] for d in diffs):
+        by = {d["metric"]: d for d in diffs if d["profile"] == profile}
+        said = " and ".join(f"{name}: {_verdict(by[m])}" for m, name in (("domain_qa_acc", "domain QA"),
+                                                                           ("general_qa_acc", "general QA"))
+                            if m in by)
+        first = next(iter(by.values()))
+        lines.append(f"- **{first['label']}** ({first['n_seeds']} seed{'s' if first['n_seeds'] > 1 else ''}, "
+                     f"{first['n_questions']} domain test questions): {said}.")
+    times = profile_wall_times(root)
+    if times:
+        lines += ["", "| profile | wall time of its results | commands | base pre-training | measured |",
+                  "|---|---|---|---|---|"]
+        for t in times:
+            base = _duration(t["base_seconds"]) if t["base_seconds"] else "none (a released model)"
+            lines.append(f"| {t['label']} | {_duration(t['seconds'])} | "
+                         f"{', '.join(f'`{c}`' for c in t['commands'])} | {base} | {t['date']}, {t['machine']} |")
+    return "\n".join(lines)
+
+
+def write_scale(root: str | Path = ".") -> list[str]:
+    """``figures/scale.csv`` (:data:`SCALE_COLUMNS`), ``figures/scale_probes.csv``, ``figures/scale.md`` and
+    ``figures/scale.png`` from the committed results of every profile (:func:`scale_tables`). Returns the names."""
+    from .atomic import write_text_atomic
+    from .reproduce import write_csv
+
+    root = Path(root)
+    diffs, probes = scale_tables(root)
+    if not diffs:
+        raise FileNotFoundError("no profile has results yet: run `mixcpt reproduce --profile tiny` first")
+    fig_dir = root / "figures"
+    write_csv(diffs, SCALE_COLUMNS, fig_dir / "scale.csv")
+    write_csv(probes, SCALE_PROBE_COLUMNS, fig_dir / "scale_probes.csv")
+    write_text_atomic(fig_dir / "scale.md", format_scale_table(diffs, probes) + "\n")
+    plot_scale(diffs, probes, fig_dir / "scale.png")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    names = ["scale.csv", "scale_probes.csv", "scale.md", "scale.png"]
+    readme = root / "README.md"
+    if readme.exists() and SCALE_BEGIN in readme.read_text(encoding="utf-8"):
+        old = readme.read_text(encoding="utf-8")
+        new = replace_scale_block(old, scale_readme_block(root))
+        if new != old:
+            write_text_atomic(readme, new)
+            names.append("../README.md")
+    return names
+
+
+def replace_scale_block(text: str, block: str) -> str:
+    """``text`` with the part between :data:`SCALE_BEGIN` and :data:`SCALE_END` replaced by ``block``."""
+    if text.count(SCALE_BEGIN) != 1 or text.count(SCALE_END) != 1:
+        raise ValueError(f"README.md: expected one '{SCALE_BEGIN}' line followed by one '{SCALE_END}' line")
+    head, rest = text.split(SCALE_BEGIN, 1)
+    return f"{head}{SCALE_BEGIN}\n{block.strip()}\n{SCALE_END}{rest.split(SCALE_END, 1)[1]}"

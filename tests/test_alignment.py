@@ -45,6 +45,25 @@ def test_sft_labels_are_assistant_tokens_only(base, tmp_path):
     assert answer[-1] == tok.convert_tokens_to_ids("<|end|>")  # the end-of-turn token is trained on
 
 
+def test_prompt_completion_sft_puts_the_loss_on_the_reply_only(base, tmp_path):
+    """The format for a chat template without generation markers (SmolLM2's): prompt = [user turn], completion =
+    [assistant turn]; TRL renders both with the template and masks the prompt."""
+    model, tok = base
+    rec = {"messages": [{"role": "user", "content": "Who was born earlier, Ada Barbrook or Bram Caldahl?"},
+                        {"role": "assistant", "content": "Ada Barbrook"}]}
+    data = sft_dataset([rec], fmt="prompt_completion")
+    assert data[0] == {"prompt": rec["messages"][:1], "completion": rec["messages"][1:]}
+    trainer = make_sft_trainer(model, tok, data, SFTSettings(max_steps=1, batch_size=1), tmp_path)
+    batch = _batch(trainer)
+    prompt = tok("<|bos|><|user|>\n" + rec["messages"][0]["content"] + "<|end|>\n<|assistant|>\n",
+                 add_special_tokens=False).input_ids
+    reply = batch["input_ids"][0].tolist()[len(prompt):]
+    assert batch["input_ids"][0].tolist()[: len(prompt)] == prompt
+    assert tok.decode(reply).startswith("Ada Barbrook<|end|>")
+    labels = batch["labels"][0].tolist()
+    assert labels[: len(prompt)] == [-100] * len(prompt) and labels[len(prompt):] == reply
+
+
 def test_dpo_loss_matches_hand_computation(base, sample_world, tmp_path):
     model, tok = base
     ref = copy.deepcopy(model).eval().requires_grad_(False)

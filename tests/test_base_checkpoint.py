@@ -1,5 +1,5 @@
-"""The base checkpoint shipped in checkpoints/base-tiny: loads through the normal loader, matches its config's
-cache key, and still scores exactly what it recorded when it was trained."""
+"""The base checkpoints shipped in checkpoints/base-tiny and checkpoints/base-small: each loads through the normal
+loader, matches its config's cache key, and still scores exactly what it recorded when it was trained."""
 
 import dataclasses
 
@@ -12,21 +12,33 @@ from mixcpt_core.world import WorldConfig, generate_world
 
 from .conftest import ROOT
 
+PROFILES = ("tiny", "small")
+MAX_MB = {"tiny": 8, "small": 30}
 SHIPPED = ROOT / "checkpoints" / "base-tiny"
 CONFIG = ROOT / "configs" / "base-tiny.yaml"
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    cfg = load_config(BasePretrainConfig, CONFIG)
-    model, tokenizer, info = load_base_checkpoint(SHIPPED, cfg)
+@pytest.fixture(scope="module", params=PROFILES)
+def shipped(request):
+    cfg = load_config(BasePretrainConfig, ROOT / "configs" / f"base-{request.param}.yaml")
+    model, tokenizer, info = load_base_checkpoint(ROOT / "checkpoints" / f"base-{request.param}", cfg)
     return cfg, model, tokenizer, info
 
 
-def test_shipped_checkpoint_is_small_safetensors():
-    files = {p.name for p in SHIPPED.iterdir() if p.is_file()}
+@pytest.mark.parametrize("profile", PROFILES)
+def test_shipped_checkpoint_is_small_safetensors(profile):
+    shipped_dir = ROOT / "checkpoints" / f"base-{profile}"
+    files = {p.name for p in shipped_dir.iterdir() if p.is_file()}
     assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
-    assert (SHIPPED / "model.safetensors").stat().st_size < 8 * 2**20
+    assert (shipped_dir / "model.safetensors").stat().st_size < MAX_MB[profile] * 2**20
+
+
+def test_the_small_base_is_larger_and_at_least_as_good_as_the_tiny_one():
+    import json
+
+    tiny, small = (json.loads((ROOT / "checkpoints" / f"base-{p}" / "mixcpt_base.json").read_text()) for p in PROFILES)
+    assert small["n_parameters"] >= 4 * tiny["n_parameters"]
+    assert small["metrics"]["general_heldout_qa_acc"] >= tiny["metrics"]["general_heldout_qa_acc"]
 
 
 def test_shipped_checkpoint_matches_its_recorded_metrics(shipped):

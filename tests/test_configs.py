@@ -30,6 +30,12 @@ TABLE = [
     ("*-align.yaml", "mixcpt_core.alignment:AlignConfig"),
     ("search-*.yaml", "mixcpt_core.search:Stage2SearchConfig"),
     ("stage2-selected/*.yaml", "recipe"),
+    ("stage2-selected-*/*.yaml", "recipe"),
+    ("smollm2/arms/*.yaml", "mixcpt_core.pipelines:ArmConfig"),  # the SmolLM2 profile's configs, one folder
+    ("smollm2/reproduce.yaml", "mixcpt_core.pipelines:ReproduceConfig"),
+    ("smollm2/mix*.yaml", "mixcpt_core.data:MixConfig"),
+    ("smollm2/cpt.yaml", "mixcpt_core.cpt:CPTConfig"),
+    ("smollm2/align.yaml", "mixcpt_core.alignment:AlignConfig"),
 ]
 FILES = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*") if p.is_file())
 DATA_SUFFIXES = (".yaml", ".yml", ".jsonl", ".json", ".parquet", ".csv")
@@ -39,7 +45,7 @@ HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 def _kind(rel: str) -> str | None:
     return next((kind for pattern, kind in TABLE if fnmatch.fnmatch(rel, pattern) and
-                 ("/" in pattern) == ("/" in rel)), None)
+                 pattern.count("/") == rel.count("/")), None)
 
 
 def _class(kind: str):

@@ -60,3 +60,21 @@ def test_plain_qa_accuracy_counts_exact_matches(tiny_tokenizer):
     r = plain_qa_accuracy(_Oracle(tiny_tokenizer, said), tiny_tokenizer, qa, batch_size=3)
     assert r["accuracy"] == 0.5 and r["n"] == 4
     assert r["per_attribute"] == {"birth_city": 0.0, "birth_year": 0.0, "employer": 1.0, "field": 1.0}
+
+
+def test_match_rules_and_the_evaluation_spec():
+    from mixcpt_core.evaluation import EvalSpec, answer_matches
+    from mixcpt_core.pipelines import evaluation_key
+
+    item = {"answer": "Nimbus"}  # a world record: no aliases
+    assert answer_matches(" Nimbus.", item) and not answer_matches("Nimbus Nimbus", item)
+    assert answer_matches("It is Nimbus.", item, "contains") and not answer_matches("Nimbusian", item, "contains")
+    assert answer_matches("eight legs", {"answer": "8", "aliases": ["eight"]}, "contains")
+    with pytest.raises(ValueError, match="unknown match rule"):
+        answer_matches("x", item, "fuzzy")
+    for bad in (dict(general="web"), dict(match="fuzzy"), dict(max_new_tokens=0), dict(limit=-1)):
+        with pytest.raises(ValueError):
+            EvalSpec(**bad)
+    # the synthetic profiles' evaluation keeps the cache names it had before EvalSpec existed
+    assert evaluation_key("s2-abc") == evaluation_key("s2-abc", EvalSpec()) == "s2-abc"
+    assert evaluation_key("s2-abc", EvalSpec(match="contains")) != "s2-abc"

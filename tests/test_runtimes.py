@@ -14,7 +14,7 @@ from mixcpt_core.notebook import strip_progress_outputs
 from .conftest import ROOT
 
 WITH_RUNTIME_CELL = ["00_world_and_base_model.ipynb", "01_data_mixing.ipynb", "02_cpt_with_distillation.ipynb",
-                     "03_format_alignment.ipynb", "05_scaling_up.ipynb"]
+                     "03_format_alignment.ipynb", "05_scaling_up.ipynb", "06_does_it_scale.ipynb"]
 
 
 def test_duration():

@@ -11,7 +11,7 @@ from .conftest import ROOT, run_notebook_fast
 SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9][0-9]_solutions.ipynb"))
 COURSE = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 NEEDS_SMOLLM2 = {"05_solutions.ipynb"}
-WITH_EXERCISES = ["00", "01", "02", "03", "04", "05"]
+WITH_EXERCISES = ["00", "01", "02", "03", "04", "05", "06"]
 
 
 def test_each_course_notebook_with_exercises_has_a_solution_notebook_and_takeaways():

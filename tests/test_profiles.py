@@ -1,0 +1,88 @@
+"""The larger rungs of the scale ladder, each run end to end on a few steps through `reproduce`: the small profile
+(the tiny profile's world and arms with the shipped 6.6M base model) and the SmolLM2 profile (a real chat model on a
+new domain, general knowledge = the real-world questions it answers, ChatML prompt/completion stage 2). Plus the
+scale table, computed by hand from the committed files."""
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+
+from mixcpt_core import smollm2
+from mixcpt_core.config import load_config
+from mixcpt_core.evaluation import EvalSpec
+from mixcpt_core.pipelines import ReproduceConfig
+from mixcpt_core.reproduce import RESULT_COLUMNS, reproduce
+
+from .conftest import ROOT
+
+
+def _empty_recipes(path, arms_dir):
+    """A recipes directory whose every recipe is empty: the validated protocol then runs the test budgets."""
+    path.mkdir(parents=True, exist_ok=True)
+    for arm in (ROOT / arms_dir).glob("*.yaml"):
+        (path / f"base-{arm.stem}.yaml").write_text("{}\n")
+    return path
+
+
+def test_small_profile_runs_end_to_end(tmp_path):
+    cfg = load_config(ReproduceConfig, ROOT / "configs/reproduce-small.yaml")
+    assert cfg.base_model == "checkpoints/base-small" and cfg.seeds == [0, 1, 2]
+    cfg = dataclasses.replace(
+        cfg, main={"base": ["base", "mixcpt"]}, seeds=[0], run_dir=str(tmp_path / "run"), examples=1,
+        stage2_recipes=str(_empty_recipes(tmp_path / "recipes", cfg.arms_dir)),
+        evaluation=EvalSpec(limit=16),
+        cpt_overrides={"max_steps": 2, "eval_every": 2, "save_steps": 2, "probe_texts": 2},
+        align_overrides={"sft": {"max_steps": 2}, "dpo": {"max_steps": 2}, "eval_questions": 4})
+    reproduce(cfg, ROOT, tmp_path / "fig")
+    table = pd.read_csv(tmp_path / "fig/results.csv")
+    assert list(table.columns) == list(RESULT_COLUMNS)
+    assert list(table["arm"]) == ["base", "mixcpt"]
+    # the small base knows the held-out general facts it only read in documents, in the plain format
+    assert table.loc[0, "plain_general_qa_acc"] >= 0.5
+    probes = pd.read_csv(tmp_path / "fig/probes.csv")
+    assert set(probes["point"]) == {"start", "stage1", "stage2"}
+
+
+@pytest.mark.skipif(not smollm2.is_available(), reason=f"SmolLM2 packages not installed: {smollm2.INSTALL_COMMAND}")
+def test_smollm2_profile_runs_end_to_end(tmp_path):
+    cfg = load_config(ReproduceConfig, ROOT / "configs/smollm2/reproduce.yaml")
+    assert cfg.evaluation.general == "realworld" and cfg.evaluation.match == "contains"
+    # Mix-CPT only (the traditional arm differs by configs that the tiny profile's tests run), a couple of steps, a
+    # few questions, no intermediate Trainer checkpoints (each would write 1.6 GB of weights and optimizer state)
+    cfg = dataclasses.replace(
+        cfg, main={"base": ["base", "mixcpt"]}, run_dir=str(tmp_path / "run"), examples=1,
+        evaluation=dataclasses.replace(cfg.evaluation, limit=4),
+        cpt_overrides={"max_steps": 2, "save_steps": 1000, "probe_texts": 1},
+        align_overrides={"sft": {"max_steps": 1}, "dpo": {"max_steps": 1}, "eval_questions": 2,
+                         "selection": {"n_sft": 8, "n_dpo": 8}})
+    reproduce(cfg, ROOT, tmp_path / "fig", protocols=("fixed",))
+    table = pd.read_csv(tmp_path / "fig/results_fixed.csv")
+    assert list(table["arm"]) == ["base", "mixcpt"]
+    # general QA is measured on the real-world test questions the start model answered: the start scores 1 on them
+    known = json.loads((tmp_path / "fig/realworld_known.json").read_text())
+    assert len(known) == 4 and sum(r["known"] for r in known) >= 1 and table.loc[0, "general_qa_acc"] == 1.0
+    assert table.loc[0, "domain_qa_acc"] == 0.0  # the invented people are new to it
+    (stage2,) = [json.loads(p.read_text()) for p in (tmp_path / "run/stage2").glob("*/mixcpt_align.json")]
+    assert stage2["n_sft"] == 8 and set(stage2["metrics"]) == {"before", "sft", "dpo"}
+
+
+def test_scale_table_is_read_from_the_committed_results():
+    from mixcpt_core.scaling import scale_tables
+
+    diffs, probes = scale_tables(ROOT)
+    comp = pd.read_csv(ROOT / "figures/comparisons_full.csv")
+    want = comp[(comp["a"] == "mixcpt") & (comp["b"] == "traditional") & (comp["metric"] == "domain_qa_acc")].iloc[0]
+    tiny = next(d for d in diffs if d["profile"] == "tiny" and d["metric"] == "domain_qa_acc")
+    assert tiny["diff"] == pytest.approx(want["diff"]) and tiny["lo"] == pytest.approx(want["lo"])
+    p = pd.read_csv(ROOT / "figures/probes_full.csv")
+    p = p[(p["arm"] == "mixcpt") & (p["point"] == "stage2") & (p["qa_set"] == "domain") & (p["start"] == "base")]
+    row = next(r for r in probes if r["profile"] == "tiny" and r["arm"] == "mixcpt" and r["qa_set"] == "domain")
+    assert row["stored"] == pytest.approx(p["stored"].mean())
+    # the committed scale table is the rendering of the committed results
+    from mixcpt_core.scaling import SCALE_BEGIN, SCALE_END, format_scale_table, scale_readme_block
+
+    assert (ROOT / "figures/scale.md").read_text() == format_scale_table(diffs, probes) + "\n"
+    readme = (ROOT / "README.md").read_text()
+    assert readme.split(SCALE_BEGIN, 1)[1].split(SCALE_END, 1)[0].strip() == scale_readme_block(ROOT).strip()
