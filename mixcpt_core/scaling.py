@@ -238,7 +238,8 @@ PROFILE_COMMANDS = {
 }
 
 
-def _verdict(d: dict) -> str:
+def verdict(d: dict) -> str:
+    """A difference's reading from its 95% interval: a win or a loss when the interval excludes 0."""
     if d["lo"] > 0:
         return "Mix-CPT wins"
     if d["hi"] < 0:
@@ -279,12 +280,17 @@ def scale_readme_block(root: str | Path = ".") -> str:
     lines = [format_scale_table(diffs, probes), ""]
     for profile in dict.fromkeys(d["profile"] for d in diffs):
         by = {d["metric"]: d for d in diffs if d["profile"] == profile}
-        said = " and ".join(f"{name}: {_verdict(by[m])}" for m, name in (("domain_qa_acc", "domain QA"),
+        said = " and ".join(f"{name}: {verdict(by[m])}" for m, name in (("domain_qa_acc", "domain QA"),
                                                                            ("general_qa_acc", "general QA"))
                             if m in by)
         first = next(iter(by.values()))
+        p = {r["arm"]: r for r in probes if r["profile"] == profile and r["qa_set"] == "domain"}
+        probe = (f" After stage 2, domain facts stored: Mix-CPT {p['mixcpt']['stored']:.3f} vs traditional "
+                 f"{p['traditional']['stored']:.3f}; extractable {p['mixcpt']['extractable']:.3f} vs "
+                 f"{p['traditional']['extractable']:.3f}; said {p['mixcpt']['said']:.3f} vs "
+                 f"{p['traditional']['said']:.3f}." if {"mixcpt", "traditional"} <= set(p) else "")
         lines.append(f"- **{first['label']}** ({first['n_seeds']} seed{'s' if first['n_seeds'] > 1 else ''}, "
-                     f"{first['n_questions']} domain test questions): {said}.")
+                     f"{first['n_questions']} domain test questions): {said}.{probe}")
     times = profile_wall_times(root)
     if times:
         lines += ["", "| profile | wall time of its results | commands | base pre-training | measured |",
