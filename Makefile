@@ -50,10 +50,11 @@ reproduce-sweep: $(STAMP)
 # SmolLM2-135M-Instruct on a new domain (one seed on a CPU, 3 on a GPU -> figures/smollm2/); then the scale figure.
 reproduce-small: $(STAMP)
 	$(VENV)/bin/mixcpt search configs/search-stage2-small.yaml
-	$(VENV)/bin/mixcpt reproduce --profile small
+	$(VENV)/bin/mixcpt reproduce --profile small --full
 
 reproduce-smollm2: $(STAMP)
-	$(VENV)/bin/mixcpt reproduce --profile smollm2
+	$(VENV)/bin/mixcpt search configs/smollm2/search-stage2.yaml
+	$(VENV)/bin/mixcpt reproduce --profile smollm2 --full
 
 scale: $(STAMP)
 	$(VENV)/bin/mixcpt scale

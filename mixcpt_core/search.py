@@ -124,12 +124,13 @@ def run_search(cfg: Stage2SearchConfig, root: Path, write: bool = True,
     per (start, arm) into ``cfg.out_dir``. Returns the table rows."""
     from .config import load_config
     from .pipelines import ReproduceConfig, build_chat_start, load_arm, run_stage1, run_stage2, weights_key
+    from .reproduce import start_model_dir
 
     t0 = time.time()
     rep = load_config(ReproduceConfig, root / cfg.reproduce)
     run_dir = root / rep.run_dir
     settings = expand_space(cfg.space)
-    starts = {"base": root / rep.base_model}
+    starts = {"base": start_model_dir(rep, root)}  # a shipped checkpoint or a released model (SmolLM2)
     if "chat" in cfg.pairs:
         starts["chat"] = build_chat_start(starts["base"], rep.world, rep.chat_sft, run_dir / "start-chat")
     pairs = [(start, arm) for start, arms in cfg.pairs.items() for arm in arms]
