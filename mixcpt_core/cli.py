@@ -34,8 +34,8 @@ SHIPPED_BASE = {"tiny": "checkpoints/base-tiny", "small": "checkpoints/base-smal
 REPRODUCE_CONFIGS = {"tiny": "configs/reproduce-tiny.yaml", "small": "configs/reproduce-small.yaml",
                      "smollm2": "configs/smollm2/reproduce.yaml"}
 PROFILE_FIGURES = {"tiny": "figures", "small": "figures/small", "smollm2": "figures/smollm2"}  # one folder each
-# stage-2 protocols run by default: tiny also the fixed defaults for comparison; smollm2 has no search (fixed recipe)
-PROFILE_PROTOCOLS = {"tiny": ["validated", "fixed"], "small": ["validated"], "smollm2": ["fixed"]}
+# stage-2 protocols run by default: tiny and smollm2 also their fixed recipes for comparison
+PROFILE_PROTOCOLS = {"tiny": ["validated", "fixed"], "small": ["validated"], "smollm2": ["validated", "fixed"]}
 
 
 class UsageError(Exception):

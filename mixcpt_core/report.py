@@ -205,7 +205,8 @@ def cached_stages(run_dir: Path) -> int:
 def record_wall_time(figures: Path, command: str, seconds: float, cached: int = 0) -> None:
     """Add ``command``'s measured wall time to ``figures/wall_times.json`` (with the date, the machine's CPU count
     and how many stages were already cached when it started), so that the docs render measured times, not typed
-    ones."""
+    ones. A run that started with ``cached`` stages adds its time to the command's earlier record (``invocations``
+    counts the runs) instead of replacing it: the result is the work of all of them."""
     import datetime
     import json
     import os
@@ -215,8 +216,15 @@ def record_wall_time(figures: Path, command: str, seconds: float, cached: int = 
 
     path = Path(figures) / WALL_TIMES
     times = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    times[command] = {"seconds": round(seconds, 1), "date": datetime.date.today().isoformat(),
-                      "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "cached_stages": cached}
+    record = {"seconds": round(seconds, 1), "date": datetime.date.today().isoformat(),
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "cached_stages": cached}
+    earlier = times.get(command)
+    if cached and earlier:
+        # a rerun that found stages cached continues the earlier runs' work (e.g. after an interruption, or a grid
+        # extended by an arm): its time adds to theirs, and the record keeps how many stages the first one found
+        record.update(seconds=round(earlier["seconds"] + seconds, 1), cached_stages=earlier.get("cached_stages", 0),
+                      invocations=earlier.get("invocations", 1) + 1)
+    times[command] = record
     write_text_atomic(path, json.dumps(times, indent=1, sort_keys=True) + "\n")
 
 

@@ -107,7 +107,7 @@ def timed_cpt(cfg, root: str | Path = ".", train_dataset=None) -> dict:
 SCALE_PROFILES = {
     "tiny": ("tiny (synthetic base)", "figures", "_full"),
     "small": ("small (synthetic base)", "figures/small", ""),
-    "smollm2": ("SmolLM2-135M-Instruct", "figures/smollm2", "_fixed"),
+    "smollm2": ("SmolLM2-135M-Instruct", "figures/smollm2", ""),
 }
 SCALE_COLUMNS = ("profile", "label", "n_parameters", "n_seeds", "metric", "n_questions", "mixcpt", "traditional",
                  "diff", "lo", "hi", "half_width", "mixcpt_wins")
@@ -173,10 +173,33 @@ def format_scale_table(diffs: list[dict], probes: list[dict]) -> str:
             p = next((p for p in probes if p["profile"] == profile and p["arm"] == arm and p["qa_set"] == "domain"), None)
             cells.append(" / ".join(f"{p[k]:.3f}" for k in ("stored", "extractable", "said")) if p else "—")
         first = next(iter(by.values()))
-        n = first["n_parameters"]
-        lines.append(f"| {first['label']} | {n / 1e6:.1f}M | {first['n_seeds']} | " + " | ".join(cells) + " |"
-                     if n else f"| {first['label']} | ? | {first['n_seeds']} | " + " | ".join(cells) + " |")
+        n = f"{first['n_parameters'] / 1e6:.1f}M" if first["n_parameters"] else "?"
+        lines.append(f"| {first['label']} | {n} | {first['n_seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+LSSD_QUESTION = "Does LSSD reduce forgetting?"  # the ablation pair mixcpt vs no_lssd (reproduce.COMPARISONS)
+
+
+def lssd_rows(root: str | Path = ".") -> list[dict]:
+    """Per profile whose ``--full`` grid ran the no_lssd arm: Mix-CPT − no_lssd (the same pipeline without the LSSD
+    term, lambda 0) on general and domain QA, base start, with the 95% interval; rows of ``comparisons_full.csv``."""
+    import pandas as pd
+
+    rows = []
+    for profile, (label, folder, _) in SCALE_PROFILES.items():
+        path = Path(root) / folder / "comparisons_full.csv"
+        if not path.exists():
+            continue
+        c = pd.read_csv(path)
+        c = c[(c["question"] == LSSD_QUESTION) & (c["start"] == "base") & (c["a"] == "mixcpt") & (c["b"] == "no_lssd")]
+        for metric in ("general_qa_acc", "domain_qa_acc"):
+            r = c[c["metric"] == metric]
+            if not r.empty:
+                r = r.iloc[0]
+                rows.append({"profile": profile, "label": label, "metric": metric, "n_seeds": int(r["n_seeds"]),
+                             **{k: float(r[k]) for k in ("a_mean", "b_mean", "diff", "lo", "hi")}})
+    return rows
 
 
 def plot_scale(diffs: list[dict], probes: list[dict], path: str | Path | None = None):
@@ -233,8 +256,10 @@ SCALE_END = "<!-- scale:end -->"
 PROFILE_COMMANDS = {
     "tiny": ("mixcpt reproduce --profile tiny", "mixcpt search configs/search-stage2-tiny.yaml",
              "mixcpt reproduce --profile tiny --full"),
-    "small": ("mixcpt search configs/search-stage2-small.yaml", "mixcpt reproduce --profile small"),
-    "smollm2": ("mixcpt reproduce --profile smollm2",),
+    "small": ("mixcpt search configs/search-stage2-small.yaml", "mixcpt reproduce --profile small",
+              "mixcpt reproduce --profile small --full"),
+    "smollm2": ("mixcpt reproduce --profile smollm2 --protocol fixed", "mixcpt search configs/smollm2/search-stage2.yaml",
+                "mixcpt reproduce --profile smollm2 --full"),
 }
 
 
@@ -291,6 +316,17 @@ def scale_readme_block(root: str | Path = ".") -> str:
                  f"{p['traditional']['said']:.3f}." if {"mixcpt", "traditional"} <= set(p) else "")
         lines.append(f"- **{first['label']}** ({first['n_seeds']} seed{'s' if first['n_seeds'] > 1 else ''}, "
                      f"{first['n_questions']} domain test questions): {said}.{probe}")
+    lssd = lssd_rows(root)
+    if lssd:
+        lines += ["", "The LSSD question (ablation grids, `--full`): Mix-CPT − the same pipeline without LSSD (no_lssd)."]
+        for profile in dict.fromkeys(r["profile"] for r in lssd):
+            by = {r["metric"]: r for r in lssd if r["profile"] == profile}
+            said = "; ".join(f"{name} {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] ({verdict(r).replace('Mix-CPT', 'LSSD')})"
+                             for m, name in (("general_qa_acc", "general QA"), ("domain_qa_acc", "domain QA"))
+                             if (r := by.get(m)))
+            first = next(iter(by.values()))
+            lines.append(f"- **{first['label']}** ({first['n_seeds']} seed{'s' if first['n_seeds'] > 1 else ''}): "
+                         f"{said}.")
     times = profile_wall_times(root)
     if times:
         lines += ["", "| profile | wall time of its results | commands | base pre-training | measured |",

@@ -36,6 +36,8 @@ TABLE = [
     ("smollm2/mix*.yaml", "mixcpt_core.data:MixConfig"),
     ("smollm2/cpt.yaml", "mixcpt_core.cpt:CPTConfig"),
     ("smollm2/align.yaml", "mixcpt_core.alignment:AlignConfig"),
+    ("smollm2/search-stage2.yaml", "mixcpt_core.search:Stage2SearchConfig"),
+    ("smollm2/stage2-selected/*.yaml", "recipe"),
 ]
 FILES = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*") if p.is_file())
 DATA_SUFFIXES = (".yaml", ".yml", ".jsonl", ".json", ".parquet", ".csv")
@@ -122,8 +124,10 @@ def test_config_loads_and_its_references_exist(rel):
         from mixcpt_core.pipelines import merge
 
         start, arm = path.stem.split("-", 1)
-        assert start in ("base", "chat") and (CONFIGS / "arms" / f"{arm}.yaml").exists(), rel
-        from_dict(AlignConfig, merge(read_yaml(CONFIGS / "align-tiny.yaml"), read_yaml(path)), where=rel)
+        profile = CONFIGS / "smollm2" if rel.startswith("smollm2/") else CONFIGS  # its arms and stage-2 config
+        align = profile / ("align.yaml" if rel.startswith("smollm2/") else "align-tiny.yaml")
+        assert start in ("base", "chat") and (profile / "arms" / f"{arm}.yaml").exists(), rel
+        from_dict(AlignConfig, merge(read_yaml(align), read_yaml(path)), where=rel)
         return
     cfg = load_config(_class(kind), path)  # ConfigError names the file and key on an unknown key or a bad value
     _check_references(cfg, rel)

@@ -56,7 +56,7 @@ def test_smollm2_profile_runs_end_to_end(tmp_path):
         evaluation=dataclasses.replace(cfg.evaluation, limit=4),
         cpt_overrides={"max_steps": 2, "save_steps": 1000, "probe_texts": 1},
         align_overrides={"sft": {"max_steps": 1}, "dpo": {"max_steps": 1}, "eval_questions": 2,
-                         "selection": {"n_sft": 8, "n_dpo": 8}})
+                         "selection": {"n_sft": 8, "n_dpo": 8, "score": "random"}})  # scoring: tests/test_selection.py
     reproduce(cfg, ROOT, tmp_path / "fig", protocols=("fixed",))
     table = pd.read_csv(tmp_path / "fig/results_fixed.csv")
     assert list(table["arm"]) == ["base", "mixcpt"]
@@ -80,6 +80,13 @@ def test_scale_table_is_read_from_the_committed_results():
     p = p[(p["arm"] == "mixcpt") & (p["point"] == "stage2") & (p["qa_set"] == "domain") & (p["start"] == "base")]
     row = next(r for r in probes if r["profile"] == "tiny" and r["arm"] == "mixcpt" and r["qa_set"] == "domain")
     assert row["stored"] == pytest.approx(p["stored"].mean())
+    # the LSSD question of each profile's ablation grid: its row of comparisons_full.csv
+    from mixcpt_core.scaling import lssd_rows
+
+    want = comp[(comp["question"] == "Does LSSD reduce forgetting?") & (comp["metric"] == "general_qa_acc")].iloc[0]
+    got = next(r for r in lssd_rows(ROOT) if r["profile"] == "tiny" and r["metric"] == "general_qa_acc")
+    assert (got["diff"], got["lo"], got["hi"]) == pytest.approx((want["diff"], want["lo"], want["hi"]))
+    assert got["diff"] == pytest.approx(want["a_mean"] - want["b_mean"], abs=1e-6)
     # the committed scale table is the rendering of the committed results
     from mixcpt_core.scaling import SCALE_BEGIN, SCALE_END, format_scale_table, scale_readme_block
 

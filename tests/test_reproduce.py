@@ -403,3 +403,19 @@ def test_full_grid_writes_its_own_files_and_keeps_the_main_ones(tmp_path):
 def test_base_model_doc_shows_the_committed_table():
     """docs/base-model.md shows the table `make reproduce` writes to figures/base_model.md, not a typed copy."""
     assert (ROOT / "figures/base_model.md").read_text().strip() in (ROOT / "docs/base-model.md").read_text()
+
+
+def test_a_rerun_that_found_stages_cached_adds_its_wall_time(tmp_path):
+    """A command's wall time is the work of every run that built its results: a rerun with cached stages adds to the
+    earlier record; a run from scratch replaces it."""
+    import json
+
+    from mixcpt_core.report import WALL_TIMES, record_wall_time
+
+    record_wall_time(tmp_path, "mixcpt reproduce", 100.0, cached=0)
+    record_wall_time(tmp_path, "mixcpt reproduce", 20.5, cached=3)
+    t = json.loads((tmp_path / WALL_TIMES).read_text())["mixcpt reproduce"]
+    assert (t["seconds"], t["cached_stages"], t["invocations"]) == (120.5, 0, 2)
+    record_wall_time(tmp_path, "mixcpt reproduce", 50.0, cached=0)
+    t = json.loads((tmp_path / WALL_TIMES).read_text())["mixcpt reproduce"]
+    assert t["seconds"] == 50.0 and "invocations" not in t

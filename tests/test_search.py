@@ -1,6 +1,7 @@
 """The stage-2 search: the declared space, the rule, and that it never reads a test set."""
 
 import dataclasses
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -36,13 +37,49 @@ def test_the_rule_by_hand():
     assert choose([{"score": 0.9, "format_compliance": 0.2}, {"score": 0.1, "format_compliance": 0.5}], 0.95) == 1
 
 
-def test_committed_search_config_declares_the_same_space_for_every_arm():
-    cfg = load_config(Stage2SearchConfig, ROOT / "configs/search-stage2-tiny.yaml")
+@pytest.mark.parametrize("path, n_settings", [("configs/search-stage2-tiny.yaml", 10),
+                                              ("configs/search-stage2-small.yaml", 4),
+                                              ("configs/smollm2/search-stage2.yaml", 4)])
+def test_committed_search_config_declares_the_same_space_for_every_arm(path, n_settings):
+    """Every profile's search covers exactly the pipelines of its grid that have a stage 2, with the same rule, and
+    writes the recipes its reproduction reads."""
+    cfg = load_config(Stage2SearchConfig, ROOT / path)
     rep = load_config(ReproduceConfig, ROOT / cfg.reproduce)
     with_stage2 = {(s, a) for s, arms in {**rep.main}.items() for a in arms if a not in ("base", "no_stage2")}
     with_stage2 |= {(s, a) for s, arms in rep.full.items() for a in arms if a not in ("base", "no_stage2")}
     assert with_stage2 == {(s, a) for s, arms in cfg.pairs.items() for a in arms}
-    assert len(expand_space(cfg.space)) == 10 and cfg.min_format == 0.95
+    assert len(expand_space(cfg.space)) == n_settings and cfg.min_format == 0.95
+    assert rep.stage2_recipes == cfg.out_dir
+
+
+def test_search_starts_from_a_released_model(monkeypatch):
+    """The SmolLM2 search runs every setting from SmolLM2's converted checkpoint (not a path named after the model),
+    stage 1 once per pipeline and seed: the pipeline functions are stubbed, so no model is trained."""
+    from mixcpt_core import pipelines, smollm2
+    from mixcpt_core.models import SMOLLM2, resolve_model_name
+
+    if not smollm2.is_available():
+        pytest.skip(f"SmolLM2 packages not installed: {smollm2.INSTALL_COMMAND}")
+    starts, stage2 = [], []
+
+    def stage1(start_dir, start_key, cpt, mix, seed, run_dir, root):
+        starts.append(Path(start_dir))
+        return Path(run_dir) / f"s1-{cpt.lssd.lam}", {}
+
+    def stage2_(model_dir, key, align, seed, chat_start, run_dir, root):
+        stage2.append((key, align.sft.learning_rate, align.lora is None))
+        return Path(run_dir) / "s2", {"seconds": 1.0, "metrics": {"dpo": {
+            "score": 0.5, "general_accuracy": 0.5, "domain_accuracy": 0.5, "format_compliance": 1.0}}}
+
+    monkeypatch.setattr(pipelines, "run_stage1", stage1)
+    monkeypatch.setattr(pipelines, "run_stage2", stage2_)
+    monkeypatch.setattr(pipelines, "weights_key", lambda d: "start")
+    cfg = load_config(Stage2SearchConfig, ROOT / "configs/smollm2/search-stage2.yaml")
+    rows = run_search(cfg, ROOT, write=False)
+    assert set(starts) == {Path(resolve_model_name(SMOLLM2))} and len(starts) == 3 * 4
+    assert len(rows) == len(stage2) == 12 and [r["chosen"] for r in rows] == [1, 0, 0, 0] * 3  # ties: first
+    assert stage2[:4] == [("s1-0.0", 1e-5, True), ("s1-0.0", 3e-5, True), ("s1-0.0", 1e-4, True),
+                          ("s1-0.0", 1e-3, False)]  # traditional: no LSSD
 
 
 def _tiny(run_dir, recipes) -> ReproduceConfig:
