@@ -386,7 +386,7 @@ def _subset(grid: dict, keep: set, seeds: list[int]) -> dict:
 
 PROTOCOL_LABELS = {
     "validated": "**Validated protocol**: each pipeline's stage-2 recipe chosen on validation QA by the declared "
-                 "search (`configs/stage2-selected/`).",
+                 "search (`{recipes}/`).",  # the profile's recipes folder (ReproduceConfig.stage2_recipes)
     "fixed": "**Fixed defaults** (the stage-2 settings of the arm configs, fixed before any run; not validated).",
 }
 
@@ -472,6 +472,7 @@ def reproduce(cfg, root: Path, figures: Path, full: bool = False, sweep: bool = 
 
     grids, written = {}, []
     extra = [s for s in cfg.main_extra_seeds if s not in cfg.seeds] if full else []
+    labels = {p: label.format(recipes=cfg.stage2_recipes.rstrip("/")) for p, label in PROTOCOL_LABELS.items()}
     for protocol, arms in plan.items():
         grid = run_grid(cfg, root, world, starts, list(arms), arms, protocol, general_items=general_items)
         if protocol == "validated" and extra:  # the headline comparison with more seeds
@@ -483,14 +484,14 @@ def reproduce(cfg, root: Path, figures: Path, full: bool = False, sweep: bool = 
         grids[protocol] = grid
         if protocol == "validated":
             results, names = write_grid_outputs(_subset(grid, set(main_pairs), cfg.seeds), figures, "", cfg.seeds,
-                                                PROTOCOL_LABELS[protocol])
+                                                labels[protocol])
             written += names
             if full:
                 seeds = cfg.seeds + extra
-                results, names = write_grid_outputs(grid, figures, "_full", seeds, PROTOCOL_LABELS[protocol])
+                results, names = write_grid_outputs(grid, figures, "_full", seeds, labels[protocol])
                 written += names
         else:
-            written += write_grid_outputs(grid, figures, "_fixed", cfg.seeds, PROTOCOL_LABELS[protocol])[1]
+            written += write_grid_outputs(grid, figures, "_fixed", cfg.seeds, labels[protocol])[1]
 
     sweep_rows = []
     if sweep and cfg.sweep:
