@@ -178,9 +178,6 @@ def format_scale_table(diffs: list[dict], probes: list[dict]) -> str:
     return "\n".join(lines)
 
 
-LSSD_QUESTION = "Does LSSD reduce forgetting?"  # the ablation pair mixcpt vs no_lssd (reproduce.COMPARISONS)
-
-
 def lssd_rows(root: str | Path = ".") -> list[dict]:
     """Per profile whose ``--full`` grid ran the no_lssd arm: Mix-CPT − no_lssd (the same pipeline without the LSSD
     term, lambda 0) on general and domain QA, base start, with the 95% interval; rows of ``comparisons_full.csv``."""
@@ -192,7 +189,7 @@ def lssd_rows(root: str | Path = ".") -> list[dict]:
         if not path.exists():
             continue
         c = pd.read_csv(path)
-        c = c[(c["question"] == LSSD_QUESTION) & (c["start"] == "base") & (c["a"] == "mixcpt") & (c["b"] == "no_lssd")]
+        c = c[(c["start"] == "base") & (c["a"] == "mixcpt") & (c["b"] == "no_lssd")]  # the LSSD question
         for metric in ("general_qa_acc", "domain_qa_acc"):
             r = c[c["metric"] == metric]
             if not r.empty:
@@ -263,13 +260,17 @@ PROFILE_COMMANDS = {
 }
 
 
-def verdict(d: dict) -> str:
-    """A difference's reading from its 95% interval: a win or a loss when the interval excludes 0."""
+def verdict(d: dict, who: str = "Mix-CPT") -> str:
+    """A difference's reading from its 95% interval: ``who`` wins or loses when the interval excludes 0."""
     if d["lo"] > 0:
-        return "Mix-CPT wins"
+        return f"{who} wins"
     if d["hi"] < 0:
-        return "Mix-CPT loses"
+        return f"{who} loses"
     return "no resolvable difference"
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' if n > 1 else ''}"
 
 
 def _duration(seconds: float) -> str:
@@ -314,19 +315,18 @@ def scale_readme_block(root: str | Path = ".") -> str:
                  f"{p['traditional']['stored']:.3f}; extractable {p['mixcpt']['extractable']:.3f} vs "
                  f"{p['traditional']['extractable']:.3f}; said {p['mixcpt']['said']:.3f} vs "
                  f"{p['traditional']['said']:.3f}." if {"mixcpt", "traditional"} <= set(p) else "")
-        lines.append(f"- **{first['label']}** ({first['n_seeds']} seed{'s' if first['n_seeds'] > 1 else ''}, "
-                     f"{first['n_questions']} domain test questions): {said}.{probe}")
+        lines.append(f"- **{first['label']}** ({_seeds(first['n_seeds'])}, {first['n_questions']} domain test "
+                     f"questions): {said}.{probe}")
     lssd = lssd_rows(root)
     if lssd:
         lines += ["", "The LSSD question (ablation grids, `--full`): Mix-CPT − the same pipeline without LSSD (no_lssd)."]
         for profile in dict.fromkeys(r["profile"] for r in lssd):
             by = {r["metric"]: r for r in lssd if r["profile"] == profile}
-            said = "; ".join(f"{name} {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] ({verdict(r).replace('Mix-CPT', 'LSSD')})"
+            said = "; ".join(f"{name} {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] ({verdict(r, 'LSSD')})"
                              for m, name in (("general_qa_acc", "general QA"), ("domain_qa_acc", "domain QA"))
                              if (r := by.get(m)))
             first = next(iter(by.values()))
-            lines.append(f"- **{first['label']}** ({first['n_seeds']} seed{'s' if first['n_seeds'] > 1 else ''}): "
-                         f"{said}.")
+            lines.append(f"- **{first['label']}** ({_seeds(first['n_seeds'])}): {said}.")
     times = profile_wall_times(root)
     if times:
         lines += ["", "| profile | wall time of its results | commands | base pre-training | measured |",

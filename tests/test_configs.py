@@ -124,8 +124,9 @@ def test_config_loads_and_its_references_exist(rel):
         from mixcpt_core.pipelines import merge
 
         start, arm = path.stem.split("-", 1)
-        profile = CONFIGS / "smollm2" if rel.startswith("smollm2/") else CONFIGS  # its arms and stage-2 config
-        align = profile / ("align.yaml" if rel.startswith("smollm2/") else "align-tiny.yaml")
+        smollm2 = rel.startswith("smollm2/")  # its own arms and stage-2 config
+        profile = CONFIGS / "smollm2" if smollm2 else CONFIGS
+        align = profile / ("align.yaml" if smollm2 else "align-tiny.yaml")
         assert start in ("base", "chat") and (profile / "arms" / f"{arm}.yaml").exists(), rel
         from_dict(AlignConfig, merge(read_yaml(align), read_yaml(path)), where=rel)
         return
