@@ -50,6 +50,8 @@ class LSSDConfig:
     teacher: str = "frozen_copy"
     cache_topk: int = 64
     chunk_size: int = 1024  # positions per chunk of the loss; 0 = from a memory budget (losses.DEFAULT_CHUNK_MB)
+    head_matmul: str = "autocast"  # "autocast": the loss's head products and the teacher's forward in the Trainer's
+    # mixed-precision dtype (bf16 under bf16=True; float32 without it); "float32": both always float32
 
     def __post_init__(self):
         if not 0.0 <= self.lam <= 1.0:
@@ -60,6 +62,8 @@ class LSSDConfig:
             raise ValueError(f"lssd.teacher must be one of {TEACHER_SOURCES}, got {self.teacher!r}")
         if self.cache_topk < 1:
             raise ValueError(f"lssd.cache_topk must be >= 1, got {self.cache_topk}")
+        if self.head_matmul not in ("autocast", "float32"):
+            raise ValueError(f"lssd.head_matmul must be 'autocast' or 'float32', got {self.head_matmul!r}")
         if self.chunk_size < 0:
             raise ValueError(f"lssd.chunk_size must be >= 1, or 0 for a memory budget, got {self.chunk_size}")
 
@@ -145,7 +149,10 @@ class LSSDTrainer(Trainer):
                 "lse": inputs["teacher_lse"].reshape(-1)[rows],
             }
             return CachedTeacher(stats, cfg.tau)
-        with torch.inference_mode():  # cheaper than no_grad; the teacher's outputs never enter autograd
+        # accelerate's autocast wraps only the student's forward: the teacher's needs its own (measured on an H200,
+        # Qwen2.5-0.5B shape: a float32 teacher forward made the step 5x the CE step; docs/running-anywhere.md)
+        amp = self.mixed_precision_dtype()
+        with torch.inference_mode(), torch.autocast(self.args.device.type, dtype=amp, enabled=amp is not None):
             if cfg.teacher == "frozen_copy":
                 teacher = self.teacher_model
                 hidden = final_hidden(teacher, inputs["input_ids"], inputs.get("attention_mask"))
@@ -156,6 +163,13 @@ class LSSDTrainer(Trainer):
                     hidden = final_hidden(peft_model, inputs["input_ids"], inputs.get("attention_mask"))
                 head = _AdapterDisabledHead(peft_model)
         return OnlineTeacher(hidden[:, :-1].reshape(-1, hidden.shape[-1])[rows], head)
+
+    def mixed_precision_dtype(self) -> torch.dtype | None:
+        """The dtype the loss's head products and the teacher's forward take: the Trainer's mixed precision
+        (``bf16``/``fp16``) with ``head_matmul: autocast``, else None (float32)."""
+        if self.lssd.head_matmul != "autocast":
+            return None
+        return torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
@@ -169,7 +183,8 @@ class LSSDTrainer(Trainer):
 
         def loss_fn(h):
             out = chunked_lssd(h, head, y, teacher, lam=self.lssd.lam, tau=self.lssd.tau, swap=self.lssd.swap,
-                               chunk_size=self.lssd.chunk_size or None, num_items=num_items_in_batch)
+                               chunk_size=self.lssd.chunk_size or None, num_items=num_items_in_batch,
+                               matmul_dtype=self.mixed_precision_dtype() or torch.float32)
             return out.loss, out
 
         # ZeRO-3: the head's weight is whole only inside the head's own forward and backward (_as_forward_of)

@@ -20,6 +20,14 @@ losses do), so backward has nothing to recompute and peak extra memory is O(chun
 chunk size comes from a memory budget (:data:`DEFAULT_CHUNK_MB` of [chunk, vocab] buffers, :func:`chunk_rows`), so
 the extra memory stays the same whatever the vocabulary: 1,024 positions of 152k logits would be 0.6 GB per buffer.
 
+**Precision.** Softmax, log-sum-exp, KL and the gradients' accumulation are float32 (at least) whatever the
+model's dtype or autocast. The head products (student logits, teacher logits, and the two gradient products) take
+their inputs in ``matmul_dtype``: by default the autocast dtype when autocast is on at the call (Trainer
+``bf16=True``: bf16 inputs, float32 accumulation, as the model's own CE computes its logits there), else float32.
+On a GPU this is the difference between tensor-core and float32 matrix speed (measured 2.0x the step time of
+the model's CE at a 152k vocabulary in float32: docs/running-anywhere.md); ``matmul_dtype=torch.float32`` keeps
+the exact products.
+
 **Reduction.** The loss is divided by ``num_items`` (default: this batch's supervised positions). Passing the
 count over the whole gradient-accumulated batch (transformers' ``num_items_in_batch``) makes the accumulated
 gradient equal to the full batch's.
@@ -87,13 +95,14 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class TeacherTarget:
     """The teacher side of one chunk of supervised positions (rows ``sl`` of the flattened selection), in two steps:
 
-    ``begin(s, sl, labels, tau, swap)`` sees the chunk's raw student logits ``s`` [n, V] (read only);
+    ``begin(s, sl, labels, tau, swap, matmul_dtype)`` sees the chunk's raw student logits ``s`` [n, V] (read only;
+    ``matmul_dtype``: the dtype of any head product's inputs, see the module docstring);
     ``finish(p_tau, lse_tau)`` gets the student's softmax(s / tau) and logsumexp(s / tau) [n] and returns
     ``(kl_sum, q)``: the chunk's sum of KL terms, and the dense [n, V] target whose difference from ``p_tau`` is the
     KL's gradient: d KL / d s = (p_tau - q) / tau.
     """
 
-    def begin(self, s, sl, labels, tau, swap):
+    def begin(self, s, sl, labels, tau, swap, matmul_dtype=None):
         raise NotImplementedError
 
     def finish(self, p_tau, lse_tau):
@@ -109,16 +118,26 @@ class OnlineTeacher(TeacherTarget):
 
     def __init__(self, hidden: torch.Tensor, head: torch.nn.Module):
         self.hidden, self.head = hidden.detach(), head
+        self._weights = {}  # the head weight in each matmul dtype asked for: converted once, not per chunk
 
     def n_rows(self) -> int:
         return self.hidden.shape[0]
 
-    def begin(self, s, sl, labels, tau, swap):
+    def begin(self, s, sl, labels, tau, swap, matmul_dtype=None):
         n, v = s.shape
+        mm = matmul_dtype or s.dtype
         z = _buffer("teacher", n, v, s.dtype, s.device)
         with torch.no_grad():
             if type(self.head) is torch.nn.Linear:
-                torch.mm(self.hidden[sl].to(s.dtype), self.head.weight.t().to(s.dtype), out=z)
+                w = self._weights.get(mm)
+                if w is None:
+                    w = self._weights[mm] = self.head.weight.to(mm)
+                if mm == s.dtype:
+                    torch.mm(self.hidden[sl].to(mm), w.t(), out=z)
+                else:  # low-precision inputs, float32 accumulation; the logits then kept in s's dtype
+                    z_mm = _buffer("teacher_mm", n, v, mm, s.device)
+                    torch.mm(self.hidden[sl].to(mm), w.t(), out=z_mm)
+                    z.copy_(z_mm)
                 if self.head.bias is not None:
                     z.add_(self.head.bias)
             else:  # e.g. an adapter-disabled LoRA head: its input in its own dtype (autocast is off here)
@@ -172,7 +191,7 @@ class CachedTeacher(TeacherTarget):
     def n_rows(self) -> int:
         return self.stats["lse"].shape[0]
 
-    def begin(self, s, sl, labels, tau, swap):
+    def begin(self, s, sl, labels, tau, swap, matmul_dtype=None):  # no head product: matmul_dtype unused
         if tau != self.tau:
             raise ValueError(f"cached teacher statistics are for tau={self.tau}, the loss asks for tau={tau}")
         dt = s.dtype
@@ -221,11 +240,13 @@ class _ChunkedHeadLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, weight, bias, labels, teacher, lam, tau, swap, chunk_size, num_items):
+    def forward(ctx, h, weight, bias, labels, teacher, lam, tau, swap, chunk_size, num_items, matmul_dtype):
         need_grad = any(ctx.needs_input_grad[:3])
         dt = torch.promote_types(h.dtype, torch.float32)  # softmax statistics in fp32 at least (bf16 models too)
+        mm = matmul_dtype or dt  # the head products' inputs (module docstring: Precision)
+        low = mm != dt
         n_all, v = h.shape[0], weight.shape[0]
-        w = weight.to(dt)
+        w = weight.to(mm)
         grad_h = torch.zeros_like(h, dtype=dt) if need_grad else None
         grad_w = torch.zeros_like(weight, dtype=dt) if need_grad else None
         grad_b = torch.zeros_like(bias, dtype=dt) if (need_grad and bias is not None) else None
@@ -233,15 +254,20 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         kl_sum = torch.zeros((), dtype=dt, device=h.device)
         for start in range(0, n_all, chunk_size):
             sl = slice(start, min(start + chunk_size, n_all))
-            h_c, y_c = h[sl].to(dt), labels[sl]
+            h_c, y_c = h[sl].to(mm), labels[sl]
             n = h_c.shape[0]
             rows = torch.arange(n, device=h.device)
             s = _buffer("student", n, v, dt, h.device)
-            torch.mm(h_c, w.t(), out=s)
+            if low:
+                s_mm = _buffer("student_mm", n, v, mm, h.device)
+                torch.mm(h_c, w.t(), out=s_mm)
+                s.copy_(s_mm)
+            else:
+                torch.mm(h_c, w.t(), out=s)
             if bias is not None:
                 s.add_(bias.to(dt))
             if teacher is not None:  # KL needs a teacher; with lam == 0 it is only logged
-                teacher.begin(s, sl, y_c, tau, swap)
+                teacher.begin(s, sl, y_c, tau, swap, mm)
             s_label = s[rows, y_c]
             p_tau = None
             if tau != 1.0:
@@ -264,8 +290,15 @@ class _ChunkedHeadLoss(torch.autograd.Function):
                 else:
                     s.mul_(1.0 - lam)
                 s[rows, y_c] -= 1.0 - lam
-                torch.mm(s, w, out=grad_h[sl])
-                grad_w.addmm_(s.t(), h_c)
+                if low:  # g in the matmul dtype (as autocast's backward has it); sums over chunks in float32
+                    s_mm.copy_(s)
+                    grad_h[sl].copy_(torch.mm(s_mm, w))
+                    gw = _buffer("grad_w_mm", v, h.shape[1], mm, h.device)
+                    torch.mm(s_mm.t(), h_c, out=gw)
+                    grad_w.add_(gw)
+                else:
+                    torch.mm(s, w, out=grad_h[sl])
+                    grad_w.addmm_(s.t(), h_c)
                 if grad_b is not None:
                     grad_b += s.sum(0)
         ctx.num_items, ctx.dtypes = num_items, (h.dtype, weight.dtype, bias.dtype if bias is not None else None)
@@ -279,7 +312,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         grads = []
         for g, dtype in zip(ctx.saved_tensors, ctx.dtypes):
             grads.append(None if g is None else (g * (g_loss / ctx.num_items)).to(dtype))
-        return (*grads, None, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None, None, None)
 
 
 @dataclass
@@ -304,13 +337,18 @@ def supervised_rows(hidden: torch.Tensor, labels: torch.Tensor):
 
 
 def chunk_rows(vocab: int, budget_mb: float, teacher: TeacherTarget | None, tau: float = 1.0,
-               itemsize: int = 4) -> int:
+               itemsize: int = 4, matmul_itemsize: int | None = None) -> int:
     """Positions per chunk such that the chunk's [rows, vocab] buffers of ``itemsize`` bytes fit in ``budget_mb``.
 
     The buffers: the student's logits (always), the online teacher's logits and their difference (two), or the
-    cached teacher's dense target (one), and a second student softmax when tau != 1. At least 1 row."""
-    buffers = 1 + (2 if isinstance(teacher, OnlineTeacher) else 1 if teacher is not None else 0) + (tau != 1.0)
-    return max(1, int(budget_mb * 2**20) // (buffers * vocab * itemsize))
+    cached teacher's dense target (one), and a second student softmax when tau != 1; with head products in a
+    smaller dtype (``matmul_itemsize`` bytes), the student's and the online teacher's product in that dtype as well.
+    At least 1 row."""
+    online = isinstance(teacher, OnlineTeacher)
+    row = (1 + (2 if online else 1 if teacher is not None else 0) + (tau != 1.0)) * itemsize
+    if matmul_itemsize is not None and matmul_itemsize != itemsize:
+        row += (1 + online) * matmul_itemsize
+    return max(1, int(budget_mb * 2**20) // (row * vocab))
 
 
 def check_inputs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
@@ -348,7 +386,8 @@ def check_inputs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tenso
 
 def chunked_lssd(hidden: torch.Tensor, head: torch.nn.Linear, labels: torch.Tensor, teacher: TeacherTarget | None,
                  lam: float, tau: float = 1.0, swap: bool = True, chunk_size: int | None = None,
-                 num_items: int | torch.Tensor | None = None, chunk_mb: float | None = None) -> LSSDOutput:
+                 num_items: int | torch.Tensor | None = None, chunk_mb: float | None = None,
+                 matmul_dtype: torch.dtype | None = None) -> LSSDOutput:
     """``(1 - lam) * CE + lam * L_LSSD`` from the student's final hidden states, never materialising full logits.
 
     Args:
@@ -361,6 +400,8 @@ def chunked_lssd(hidden: torch.Tensor, head: torch.nn.Linear, labels: torch.Tens
         num_items: the normaliser (supervised positions in the whole accumulated batch); default N.
         chunk_mb: memory budget of one chunk's [chunk, V] buffers (default :data:`DEFAULT_CHUNK_MB`), used when
             ``chunk_size`` is not given (:func:`chunk_rows`).
+        matmul_dtype: the head products' input dtype (module docstring: Precision); default: the autocast dtype if
+            autocast is on for hidden's device at the call, else float32 (at least). Statistics stay float32.
 
     Raises ValueError for inputs of the wrong shape or labels outside [0, V), -100 among them (:func:`check_inputs`).
     """
@@ -371,19 +412,24 @@ def chunked_lssd(hidden: torch.Tensor, head: torch.nn.Linear, labels: torch.Tens
     if lam > 0 and teacher is None:
         raise ValueError("lambda > 0 needs a teacher")
     check_inputs(hidden, head.weight, labels, teacher)
+    dt = torch.promote_types(hidden.dtype, torch.float32)  # the statistics' and buffers' dtype (forward)
+    device_type = hidden.device.type
+    if matmul_dtype is None:
+        matmul_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else dt
     if chunk_size is None:
-        itemsize = torch.promote_types(hidden.dtype, torch.float32).itemsize  # the buffers' dtype (forward)
         chunk_size = chunk_rows(head.weight.shape[0], DEFAULT_CHUNK_MB if chunk_mb is None else chunk_mb, teacher,
-                                tau, itemsize)
+                                tau, dt.itemsize, matmul_dtype.itemsize)
     elif chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     n = hidden.shape[0]
     norm = float(num_items) if num_items is not None else float(max(n, 1))
-    # The loss computes in float32 (at least) by design; under bf16 autocast (Trainer bf16=True) ops without out=
-    # (the KL's row dot products, an adapter's head) would silently drop to bf16: measured 3e-4 relative on L_LSSD.
-    with torch.autocast(hidden.device.type, enabled=False):
+    # The statistics compute in float32 (at least) by design; under bf16 autocast (Trainer bf16=True) ops without
+    # out= (the KL's row dot products, an adapter's head) would silently drop to bf16: measured 3e-4 relative on
+    # L_LSSD. Only the head products follow matmul_dtype, explicitly.
+    with torch.autocast(device_type, enabled=False):
         loss, ce_sum, kl_sum = _ChunkedHeadLoss.apply(hidden, head.weight, head.bias, labels, teacher, float(lam),
-                                                      float(tau), bool(swap), int(chunk_size), norm)
+                                                      float(tau), bool(swap), int(chunk_size), norm,
+                                                      None if matmul_dtype == dt else matmul_dtype)
     return LSSDOutput(loss, ce_sum / max(n, 1), kl_sum / max(n, 1), n)
 
 

@@ -61,3 +61,20 @@ def test_bench_gpu_dry_run_writes_the_json_and_the_table(tmp_path, capsys):
     assert set(r["peers"]["results"]["smoke"]) >= set(VARIANTS)
     table = out.with_suffix(".md").read_text()
     assert table.startswith("## cpu (dry run)") and "| qwen2.5-0.5b | cached |" in table and "| trl_chunked |" in table
+
+
+def test_gpu_folder_render_reads_every_number_from_the_json(tmp_path):
+    """The GPU lease's tables: ratios against the CE rows, computed by hand here."""
+    from mixcpt_core.bench_gpu import render_gpu_folder
+
+    run = dict(tokens_per_s=1000.0, mfu=0.1, peak_mem_mb=10.0, head_matmul="autocast")
+    (tmp_path / "mixed_precision_x.json").write_text(json.dumps({"device": "GPU X", "torch": "2.x", "runs": [
+        dict(run, model="m", teacher="ce", step_s=0.2), dict(run, model="m", teacher="cached", step_s=0.5)]}))
+    (tmp_path / "diagnosis_x.json").write_text(json.dumps({"device": "GPU X", "trainer": {"m": {
+        "hf_ce_chunk0": {"step_s": 0.1, "peak_mb": 5.0}, "lssd_lam0_chunk0": {"step_s": 0.25, "peak_mb": 4.0}}},
+        "sweep": {"vocab_128k": {"ce": {"step_s": 0.02, "step_extra_mb": 400.0},
+                                 "64": {"step_s": 0.03, "step_extra_mb": 100.0}}}}))
+    md = render_gpu_folder(tmp_path)
+    assert "| m | cached | autocast | 0.500 | 2.50 | 1,000 | 10.0% | 10 |" in md  # 0.5 / 0.2
+    assert "| m | lssd_lam0_chunk0 | 0.250 | 2.50 | 4 |" in md  # 0.25 / 0.1
+    assert "| vocab_128k | 64 | 0.0300 | 1.50 | 100 | 0.25 |" in md  # 0.03 / 0.02, 100 / 400

@@ -153,10 +153,41 @@ def test_config_validation(kw, message):
 
 
 @pytest.mark.parametrize("kw, message", [(dict(lam=1.5), r"lssd.lam must be in \[0, 1\]"), (dict(tau=0), "tau must be > 0"),
-                                         (dict(teacher="oracle"), "lssd.teacher must be one of")])
+                                         (dict(teacher="oracle"), "lssd.teacher must be one of"),
+                                         (dict(head_matmul="fp8"), "lssd.head_matmul must be")])
 def test_lssd_config_validation(kw, message):
     with pytest.raises(ValueError, match=message):
         LSSDConfig(**kw)
+
+
+@pytest.mark.parametrize("head_matmul, expected", [("autocast", torch.bfloat16), ("float32", torch.float32)])
+def test_bf16_training_gives_the_loss_and_the_teacher_its_mixed_precision(tmp_path, mix, monkeypatch, head_matmul,
+                                                                          expected):
+    """accelerate's autocast wraps only the student's forward: the trainer itself hands its dtype to the loss's head
+    products and runs the frozen teacher under it (float32 there made the GPU step 5x slower than CE's)."""
+    from transformers import TrainingArguments
+
+    from mixcpt_core import cpt
+
+    seen = {}
+    real = cpt.chunked_lssd
+
+    def spy(h, head, y, teacher, **kw):
+        seen["matmul_dtype"] = kw["matmul_dtype"]
+        return real(h, head, y, teacher, **kw)
+
+    monkeypatch.setattr(cpt, "chunked_lssd", spy)
+    model, _ = load_causal_lm(BASE)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1, bf16=True,
+                             use_cpu=True, report_to=[], save_strategy="no", remove_unused_columns=False,
+                             disable_tqdm=True)
+    teacher = cpt.frozen_copy(model)
+    teacher.register_forward_pre_hook(lambda *_: seen.update(teacher_autocast=torch.is_autocast_enabled("cpu")))
+    trainer = cpt.LSSDTrainer(model=model, args=args, train_dataset=mix[1].select(range(8)),
+                              data_collator=cpt.packed_collator, lssd=LSSDConfig(lam=0.5, head_matmul=head_matmul),
+                              teacher_model=teacher)
+    trainer.train()
+    assert seen == {"matmul_dtype": expected, "teacher_autocast": expected == torch.bfloat16}
 
 
 @pytest.mark.parametrize("poison_at", [3, 4])  # 3: the next log sees NaN; 4: NaN weights right before a save

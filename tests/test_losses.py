@@ -296,8 +296,9 @@ def test_cached_target_is_a_distribution_even_when_the_student_tail_is_below_fp3
 
 
 @pytest.mark.parametrize("teacher", ["online", "cached"])
-def test_bf16_autocast_does_not_lower_the_precision_of_the_loss(teacher):
-    """Under the Trainer's bf16 autocast the loss still computes in float32 (the CPU has autocast too)."""
+def test_bf16_autocast_does_not_lower_the_precision_of_the_statistics(teacher):
+    """Under the Trainer's bf16 autocast the statistics still compute in float32 (the CPU has autocast too): with
+    float32 head products the loss is the one computed without autocast."""
     g = torch.Generator().manual_seed(0)
     n, h_dim, v = 64, 32, 500
     h, th = torch.randn(n, h_dim, generator=g), 2 * torch.randn(n, h_dim, generator=g)
@@ -313,6 +314,47 @@ def test_bf16_autocast_does_not_lower_the_precision_of_the_loss(teacher):
     plain = chunked_lssd(h, head, y, target(), lam=0.5)
     t = target()  # outside: cached statistics are computed before training, not under its autocast
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        auto = chunked_lssd(h, head, y, t, lam=0.5)
+        auto = chunked_lssd(h, head, y, t, lam=0.5, matmul_dtype=torch.float32)
     assert auto.lssd.item() == pytest.approx(plain.lssd.item(), rel=1e-6)  # 3e-4 off before autocast was disabled
     assert auto.loss.item() == pytest.approx(plain.loss.item(), rel=1e-6)
+
+
+def test_head_products_follow_autocast_in_bf16_with_float32_statistics():
+    """Under bf16 autocast the four head products take bf16 inputs (float32 accumulation, bf16 results, as
+    torch.mm gives them); everything after the products is float32. Reference: the naive loss in float64 on
+    those bf16 products."""
+    g = torch.Generator().manual_seed(0)
+    n, h_dim, v, bf = 64, 32, 500, torch.bfloat16
+    h, th = torch.randn(n, h_dim, generator=g), 2 * torch.randn(n, h_dim, generator=g)
+    y = torch.randint(0, v, (n,), generator=g)
+    torch.manual_seed(0)
+    head, t_head = torch.nn.Linear(h_dim, v, bias=False), torch.nn.Linear(h_dim, v, bias=False)
+    w = head.weight.detach()
+    s_ref = (h.to(bf) @ w.to(bf).T).double().requires_grad_(True)  # the products as torch computes them
+    z_ref = (th.to(bf) @ t_head.weight.detach().to(bf).T).double()
+    pad = torch.zeros(1, v, dtype=torch.float64)  # naive_lssd shifts: a last row that predicts nothing
+    labels = torch.cat([torch.zeros(1, dtype=y.dtype), y])[None]
+    ref = naive_lssd(torch.cat([s_ref, pad])[None], torch.eye(v, dtype=torch.float64), labels,
+                     torch.cat([z_ref, pad])[None], 0.5, 1.0, True)[0]
+    g_s = torch.autograd.grad(ref, s_ref)[0]  # d loss / d logits, float64
+
+    def run(matmul_dtype=None, autocast=False):
+        hh = h.clone().requires_grad_(True)
+        head.weight.grad = None
+        with torch.autocast("cpu", dtype=bf, enabled=autocast):
+            out = chunked_lssd(hh, head, y, OnlineTeacher(th, t_head), lam=0.5, chunk_size=16,
+                               matmul_dtype=matmul_dtype)
+        out.loss.backward()
+        return out.loss.item(), hh.grad, head.weight.grad.clone()
+
+    auto, explicit, exact = run(autocast=True), run(matmul_dtype=bf), run()
+    assert auto[0] == explicit[0]  # the default under autocast is bf16
+    assert auto[0] == pytest.approx(ref.item(), rel=1e-6)  # measured 4e-8
+    assert abs(exact[0] - ref.item()) > 1e-5 * abs(ref.item())  # float32 products: another computation (1.1e-4)
+    # gradients: the logits' gradient is rounded to bf16 before its two products (as autocast's backward does), and
+    # each chunk's products come out in bf16; the head's gradient sums its 4 chunks in float32
+    g_bf, h_bf = g_s.to(bf), h.to(bf)
+    grad_h_ref = (g_bf.double() @ w.to(bf).double()).to(bf).double()
+    grad_w_ref = sum((g_bf[c:c + 16].T.double() @ h_bf[c:c + 16].double()).to(bf).double() for c in range(0, n, 16))
+    torch.testing.assert_close(auto[1].double(), grad_h_ref, rtol=1e-2, atol=1e-6)
+    torch.testing.assert_close(auto[2].double(), grad_w_ref, rtol=1e-2, atol=1e-6)
