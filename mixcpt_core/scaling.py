@@ -178,25 +178,54 @@ def format_scale_table(diffs: list[dict], probes: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def lssd_rows(root: str | Path = ".") -> list[dict]:
-    """Per profile whose ``--full`` grid ran the no_lssd arm: Mix-CPT − no_lssd (the same pipeline without the LSSD
-    term, lambda 0) on general and domain QA, base start, with the 95% interval; rows of ``comparisons_full.csv``."""
+def ablation_rows(root: str | Path = ".") -> list[dict]:
+    """Per profile with an ablation grid (``--full``), each ablation question of the reproduction (Mix-CPT − the
+    pipeline without one of its parts: LSSD, the swap, the mixture, the selection, stage 2) on domain and general QA,
+    base start, with the 95% interval: rows of the profile's ``comparisons_full.csv``, questions in the reproduction's
+    order, profiles smallest first. Only the questions a profile's grid ran appear."""
     import pandas as pd
 
+    from .reproduce import QUESTIONS
+
     rows = []
-    for profile, (label, folder, _) in SCALE_PROFILES.items():
-        path = Path(root) / folder / "comparisons_full.csv"
-        if not path.exists():
-            continue
-        c = pd.read_csv(path)
-        c = c[(c["start"] == "base") & (c["a"] == "mixcpt") & (c["b"] == "no_lssd")]  # the LSSD question
-        for metric in ("general_qa_acc", "domain_qa_acc"):
-            r = c[c["metric"] == metric]
-            if not r.empty:
-                r = r.iloc[0]
-                rows.append({"profile": profile, "label": label, "metric": metric, "n_seeds": int(r["n_seeds"]),
-                             **{k: float(r[k]) for k in ("a_mean", "b_mean", "diff", "lo", "hi")}})
+    for question, a, b, _ in QUESTIONS[1:]:  # the first is the main comparison (the scale table)
+        for profile, (label, folder, _) in SCALE_PROFILES.items():
+            path = Path(root) / folder / "comparisons_full.csv"
+            if not path.exists():
+                continue
+            c = pd.read_csv(path)
+            c = c[(c["start"] == "base") & (c["a"] == a) & (c["b"] == b)]
+            for metric in ("domain_qa_acc", "general_qa_acc"):
+                r = c[c["metric"] == metric]
+                if not r.empty:
+                    r = r.iloc[0]
+                    rows.append({"question": question, "b": b, "profile": profile, "label": label, "metric": metric,
+                                 "n_seeds": int(r["n_seeds"]),
+                                 **{k: float(r[k]) for k in ("a_mean", "b_mean", "diff", "lo", "hi")}})
     return rows
+
+
+def lssd_rows(root: str | Path = ".") -> list[dict]:
+    """The LSSD question's rows of :func:`ablation_rows` (Mix-CPT − no_lssd, lambda 0)."""
+    return [r for r in ablation_rows(root) if r["b"] == "no_lssd"]
+
+
+def format_ablation_table(rows: list[dict]) -> str:
+    """One line per (question, profile): Mix-CPT − the ablated pipeline on domain and general QA, 95% intervals;
+    a difference whose interval excludes 0 is in bold."""
+    def cell(r):
+        if r is None:
+            return ""
+        text = f"{r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
+        return f"**{text}**" if r["lo"] > 0 or r["hi"] < 0 else text
+
+    lines = ["| question (Mix-CPT − ablated arm) | rung | seeds | domain QA | general QA |", "|---|---|---|---|---|"]
+    for question, profile in dict.fromkeys((r["question"], r["profile"]) for r in rows):
+        by = {r["metric"]: r for r in rows if r["question"] == question and r["profile"] == profile}
+        first = next(iter(by.values()))
+        lines.append(f"| {question} (− {first['b']}) | {first['label']} | {first['n_seeds']} | "
+                     f"{cell(by.get('domain_qa_acc'))} | {cell(by.get('general_qa_acc'))} |")
+    return "\n".join(lines)
 
 
 def plot_scale(diffs: list[dict], probes: list[dict], path: str | Path | None = None):
@@ -317,16 +346,10 @@ def scale_readme_block(root: str | Path = ".") -> str:
                  f"{p['traditional']['said']:.3f}." if {"mixcpt", "traditional"} <= set(p) else "")
         lines.append(f"- **{first['label']}** ({_seeds(first['n_seeds'])}, {first['n_questions']} domain test "
                      f"questions): {said}.{probe}")
-    lssd = lssd_rows(root)
-    if lssd:
-        lines += ["", "The LSSD question (ablation grids, `--full`): Mix-CPT − the same pipeline without LSSD (no_lssd)."]
-        for profile in dict.fromkeys(r["profile"] for r in lssd):
-            by = {r["metric"]: r for r in lssd if r["profile"] == profile}
-            said = "; ".join(f"{name} {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] ({verdict(r, 'LSSD')})"
-                             for m, name in (("general_qa_acc", "general QA"), ("domain_qa_acc", "domain QA"))
-                             if (r := by.get(m)))
-            first = next(iter(by.values()))
-            lines.append(f"- **{first['label']}** ({_seeds(first['n_seeds'])}): {said}.")
+    ablations = ablation_rows(root)
+    if ablations:
+        lines += ["", "The ablation questions (`--full` grids, base start): Mix-CPT − the same pipeline without one of "
+                  "its parts, 95% intervals; bold: the interval excludes 0.", "", format_ablation_table(ablations)]
     times = profile_wall_times(root)
     if times:
         lines += ["", "| profile | wall time of its results | commands | base pre-training | measured |",

@@ -87,6 +87,18 @@ def test_scale_table_is_read_from_the_committed_results():
     got = next(r for r in lssd_rows(ROOT) if r["profile"] == "tiny" and r["metric"] == "general_qa_acc")
     assert (got["diff"], got["lo"], got["hi"]) == pytest.approx((want["diff"], want["lo"], want["hi"]))
     assert got["diff"] == pytest.approx(want["a_mean"] - want["b_mean"], abs=1e-6)
+    # every ablation question the grid ran, and its table line (bold only where the interval excludes 0)
+    from mixcpt_core.scaling import ablation_rows, format_ablation_table
+
+    want = comp[(comp["b"] == "self_kd") & (comp["metric"] == "domain_qa_acc") & (comp["start"] == "base")].iloc[0]
+    rows = [r for r in ablation_rows(ROOT) if r["profile"] == "tiny" and r["b"] == "self_kd"]
+    got = next(r for r in rows if r["metric"] == "domain_qa_acc")
+    assert (got["diff"], got["lo"], got["hi"]) == pytest.approx((want["diff"], want["lo"], want["hi"]))
+    fake = [dict(rows[0], metric="domain_qa_acc", diff=0.1, lo=0.02, hi=0.2),
+            dict(rows[0], metric="general_qa_acc", diff=-0.05, lo=-0.1, hi=0.001)]
+    assert format_ablation_table(fake).splitlines()[-1] == (
+        f"| {rows[0]['question']} (− self_kd) | {rows[0]['label']} | {rows[0]['n_seeds']} | "
+        "**+0.100 [+0.020, +0.200]** | -0.050 [-0.100, +0.001] |")
     # the committed scale table is the rendering of the committed results
     from mixcpt_core.scaling import SCALE_BEGIN, SCALE_END, format_scale_table, scale_readme_block
 
