@@ -196,8 +196,10 @@ def _without(d: dict, *keys: str) -> dict:
 
 
 def stage1_key(start_key: str, cpt: CPTConfig, mix: MixConfig, seed: int) -> str:
-    return "s1-" + _hash({"v": PIPELINE_VERSION, "start": start_key, "seed": seed,
-                          "cpt": _without(to_dict(cpt), "base_model", "mix", "output_dir", "seed"),
+    c = _without(to_dict(cpt), "base_model", "mix", "output_dir", "seed")
+    if c["lssd"].get("head_matmul") == "autocast":  # added later: at its default a float32 run is unchanged, and
+        c["lssd"] = _without(c["lssd"], "head_matmul")  # the stages cached before it stay valid
+    return "s1-" + _hash({"v": PIPELINE_VERSION, "start": start_key, "seed": seed, "cpt": c,
                           "mix": _without(to_dict(mix), "output_dir", "seed")})
 
 

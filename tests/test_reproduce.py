@@ -419,3 +419,24 @@ def test_a_rerun_that_found_stages_cached_adds_its_wall_time(tmp_path):
     record_wall_time(tmp_path, "mixcpt reproduce", 50.0, cached=0)
     t = json.loads((tmp_path / WALL_TIMES).read_text())["mixcpt reproduce"]
     assert t["seconds"] == 50.0 and "invocations" not in t
+
+
+def test_stage1_key_ignores_head_matmul_at_its_default():
+    """A config field added later must not invalidate every cached stage: at its default the key is the one
+    computed without the field (the formula before it existed); set otherwise, it changes the key."""
+    import hashlib
+
+    from mixcpt_core.config import to_dict
+    from mixcpt_core.cpt import CPTConfig, LSSDConfig
+    from mixcpt_core.data import MixConfig, SourceConfig
+    from mixcpt_core.pipelines import PIPELINE_VERSION, stage1_key
+
+    cpt, mix = CPTConfig(), MixConfig(sources=[SourceConfig(name="d", kind="world_domain_docs", share=1.0)])
+    c = {k: v for k, v in to_dict(cpt).items() if k not in ("base_model", "mix", "output_dir", "seed")}
+    c["lssd"] = {k: v for k, v in c["lssd"].items() if k != "head_matmul"}
+    m = {k: v for k, v in to_dict(mix).items() if k not in ("output_dir", "seed")}
+    old = hashlib.sha256(json.dumps({"v": PIPELINE_VERSION, "start": "abc", "seed": 0, "cpt": c, "mix": m},
+                                    sort_keys=True, default=str).encode()).hexdigest()[:12]
+    assert stage1_key("abc", cpt, mix, 0) == "s1-" + old
+    f32 = dataclasses.replace(cpt, lssd=LSSDConfig(head_matmul="float32"))
+    assert stage1_key("abc", f32, mix, 0) != "s1-" + old
