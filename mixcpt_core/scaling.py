@@ -210,20 +210,24 @@ def lssd_rows(root: str | Path = ".") -> list[dict]:
     return [r for r in ablation_rows(root) if r["b"] == "no_lssd"]
 
 
+ABLATED_PART = {"no_lssd": "LSSD", "self_kd": "the swap", "no_mix": "the mixture",
+                "random_selection": "easy-sample selection", "no_stage2": "stage 2"}  # what each ablated arm removes
+
+
 def format_ablation_table(rows: list[dict]) -> str:
-    """One line per (question, profile): Mix-CPT − the ablated pipeline on domain and general QA, 95% intervals;
-    a difference whose interval excludes 0 is in bold."""
+    """One line per (question, profile): Mix-CPT − the pipeline without one part (:data:`ABLATED_PART`) on domain and
+    general QA, 95% intervals; a difference whose interval excludes 0 is in bold."""
     def cell(r):
         if r is None:
             return ""
         text = f"{r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
         return f"**{text}**" if r["lo"] > 0 or r["hi"] < 0 else text
 
-    lines = ["| question (Mix-CPT − ablated arm) | rung | seeds | domain QA | general QA |", "|---|---|---|---|---|"]
+    lines = ["| part removed (arm) | rung | seeds | domain QA | general QA |", "|---|---|---|---|---|"]
     for question, profile in dict.fromkeys((r["question"], r["profile"]) for r in rows):
         by = {r["metric"]: r for r in rows if r["question"] == question and r["profile"] == profile}
         first = next(iter(by.values()))
-        lines.append(f"| {question} (− {first['b']}) | {first['label']} | {first['n_seeds']} | "
+        lines.append(f"| {ABLATED_PART.get(first['b'], first['b'])} ({first['b']}) | {profile} | {first['n_seeds']} | "
                      f"{cell(by.get('domain_qa_acc'))} | {cell(by.get('general_qa_acc'))} |")
     return "\n".join(lines)
 
@@ -348,8 +352,8 @@ def scale_readme_block(root: str | Path = ".") -> str:
                      f"questions): {said}.{probe}")
     ablations = ablation_rows(root)
     if ablations:
-        lines += ["", "The ablation questions (`--full` grids, base start): Mix-CPT − the same pipeline without one of "
-                  "its parts, 95% intervals; bold: the interval excludes 0.", "", format_ablation_table(ablations)]
+        lines += ["", "Ablations (`--full`): Mix-CPT − the pipeline without one part; bold: the 95% interval "
+                  "excludes 0.", "", format_ablation_table(ablations)]
     times = profile_wall_times(root)
     if times:
         lines += ["", "| profile | wall time of its results | commands | base pre-training | measured |",

@@ -97,7 +97,7 @@ def test_scale_table_is_read_from_the_committed_results():
     fake = [dict(rows[0], metric="domain_qa_acc", diff=0.1, lo=0.02, hi=0.2),
             dict(rows[0], metric="general_qa_acc", diff=-0.05, lo=-0.1, hi=0.001)]
     assert format_ablation_table(fake).splitlines()[-1] == (
-        f"| {rows[0]['question']} (− self_kd) | {rows[0]['label']} | {rows[0]['n_seeds']} | "
+        f"| the swap (self_kd) | tiny | {rows[0]['n_seeds']} | "
         "**+0.100 [+0.020, +0.200]** | -0.050 [-0.100, +0.001] |")
     # the committed scale table is the rendering of the committed results
     from mixcpt_core.scaling import SCALE_BEGIN, SCALE_END, format_scale_table, scale_readme_block
