@@ -183,11 +183,13 @@ def test_bf16_training_gives_the_loss_and_the_teacher_its_mixed_precision(tmp_pa
                              disable_tqdm=True)
     teacher = cpt.frozen_copy(model)
     teacher.register_forward_pre_hook(lambda *_: seen.update(teacher_autocast=torch.is_autocast_enabled("cpu")))
+    model.model.layers[0].register_forward_pre_hook(  # the student's forward: autocast by accelerate, whatever the loss
+        lambda *_: seen.update(student_autocast=torch.is_autocast_enabled("cpu")))
     trainer = cpt.LSSDTrainer(model=model, args=args, train_dataset=mix[1].select(range(8)),
                               data_collator=cpt.packed_collator, lssd=LSSDConfig(lam=0.5, head_matmul=head_matmul),
                               teacher_model=teacher)
     trainer.train()
-    assert seen == {"matmul_dtype": expected, "teacher_autocast": expected == torch.bfloat16}
+    assert seen == {"matmul_dtype": expected, "teacher_autocast": expected == torch.bfloat16, "student_autocast": True}
 
 
 @pytest.mark.parametrize("poison_at", [3, 4])  # 3: the next log sees NaN; 4: NaN weights right before a save
