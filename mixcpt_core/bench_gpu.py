@@ -6,8 +6,9 @@ It writes one JSON and a markdown table (``FILE.md``, headed by the GPU's name) 
    chunked LSSD, lambda 0.5, chunk from the memory budget, head products in bf16) with each teacher source:
    ``frozen_copy``, ``adapter_disabled`` (LoRA r 64 on every linear layer) and ``cached`` (top-64; the one-off
    statistics pass is timed apart), next to the baseline ``ce``: transformers' ``Trainer`` with the model's own CE
-   loss (plain CPT), so the table gives LSSD's cost as a ratio measured in the same run. Two models built from configs with random weights (throughput does not depend on the weights, and
-   nothing is downloaded): SmolLM2-135M's shape and Qwen2.5-0.5B's shape (151,936 vocabulary), Trainer ``bf16=True``.
+   loss (plain CPT), so the table gives LSSD's cost as a ratio measured in the same run. Two models built from
+   configs with random weights (throughput does not depend on the weights, and nothing is downloaded):
+   SmolLM2-135M's shape and Qwen2.5-0.5B's shape (151,936 vocabulary), Trainer ``bf16=True``.
 2. **Memory at a 151,936 vocabulary**: ``torch.cuda.max_memory_allocated`` over one step of CE, chunked LSSD and
    full-logits LSSD (:mod:`mixcpt_core.bench_peers`, setting ``vocab_152k``).
 3. **The peers** (:mod:`mixcpt_core.bench_peers` at 32k and 128k).
@@ -82,7 +83,7 @@ def stage1_throughput(spec, teacher: str, batch: int, seq: int, steps: int, warm
     cuda = device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     model = _build(spec, device)
-    flops = model_flops_per_token(model, seq, lora=teacher == "adapter_disabled")  # the CE baseline's: 6 N + ...
+    flops = model_flops_per_token(model, seq, lora=teacher == "adapter_disabled")
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, model.config.vocab_size, (batch * (steps + warmup), seq), generator=g)
     data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
@@ -129,7 +130,8 @@ def stage1_throughput(spec, teacher: str, batch: int, seq: int, steps: int, warm
         trainer.train()
     sec = statistics.median(timer.seconds[warmup:])
     tokens_s = batch * seq / sec
-    return {"teacher": teacher, "head_matmul": head_matmul, "step_s": sec, "tokens_per_s": tokens_s, "model_flops_per_token": flops,
+    return {"teacher": teacher, "head_matmul": head_matmul, "step_s": sec, "tokens_per_s": tokens_s,
+            "model_flops_per_token": flops,
             "achieved_tflops": flops * tokens_s / 1e12, "teacher_stats_s": stats_s,
             "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
             "tokens_per_step": batch * seq}
@@ -148,7 +150,8 @@ def bench_gpu(out: str, dry_run: bool = False, peak: float | None = None) -> dic
     sizes = DRY if dry_run else FULL
     t_start = time.time()
     report = {"device_name": name, "peak_bf16_tflops": peak, "dry_run": dry_run, "torch": torch.__version__,
-              "versions": _versions(), "sizes": sizes, "stage1_throughput": {}, "memory_152k": None, "peers": None, "complete": False}
+              "versions": _versions(), "sizes": sizes, "stage1_throughput": {}, "memory_152k": None, "peers": None,
+              "complete": False}
 
     def write():  # after every part: a run stopped by a time limit still leaves what it measured
         report["wall_s"] = round(time.time() - t_start, 1)
@@ -253,7 +256,8 @@ def render_gpu_folder(folder: str | Path) -> str:
                 out.append(f"| {model} | {key} | {r['step_s']:.3f} | {ratio} | {r['peak_mb']:,.0f} |")
         out += ["", "The loss alone (one step of the bench-peers model, hidden 256, 4 layers, 4 x 512 tokens, float32, "
                 "online teacher, swap on) at each chunk size:", "",
-                "| vocabulary | chunk (positions) | s/step | x CE | step extra MB | x CE's extra |", "|---|---|---|---|---|---|"]
+                "| vocabulary | chunk (positions) | s/step | x CE | step extra MB | x CE's extra |",
+                "|---|---|---|---|---|---|"]
         for setting, rows in d["sweep"].items():
             ce = rows["ce"]
             for chunk, r in rows.items():

@@ -149,8 +149,8 @@ class LSSDTrainer(Trainer):
                 "lse": inputs["teacher_lse"].reshape(-1)[rows],
             }
             return CachedTeacher(stats, cfg.tau)
-        # accelerate's autocast wraps only the student's forward: the teacher's needs its own (measured on an H200,
-        # Qwen2.5-0.5B shape: a float32 teacher forward made the step 5x the CE step; docs/running-anywhere.md)
+        # accelerate's autocast wraps only the student's forward: the teacher's needs its own (on an H200, Qwen2.5-0.5B
+        # shape, the step with a float32 teacher and loss measured 5x the CE step; docs/running-anywhere.md)
         amp = self.mixed_precision_dtype()
         with torch.inference_mode(), torch.autocast(self.args.device.type, dtype=amp, enabled=amp is not None):
             if cfg.teacher == "frozen_copy":

@@ -24,9 +24,9 @@ the extra memory stays the same whatever the vocabulary: 1,024 positions of 152k
 model's dtype or autocast. The head products (student logits, teacher logits, and the two gradient products) take
 their inputs in ``matmul_dtype``: by default the autocast dtype when autocast is on at the call (Trainer
 ``bf16=True``: bf16 inputs, float32 accumulation, as the model's own CE computes its logits there), else float32.
-On a GPU this is the difference between tensor-core and float32 matrix speed (measured 2.0x the step time of
-the model's CE at a 152k vocabulary in float32: docs/running-anywhere.md); ``matmul_dtype=torch.float32`` keeps
-the exact products.
+On a GPU this is the difference between tensor-core and float32 matrix speed: with float32 products, a step of
+this loss alone (lambda 0) measured 2.0x the model's own CE step at a 152k vocabulary (docs/running-anywhere.md).
+``matmul_dtype=torch.float32`` keeps the exact products.
 
 **Reduction.** The loss is divided by ``num_items`` (default: this batch's supervised positions). Passing the
 count over the whole gradient-accumulated batch (transformers' ``num_items_in_batch``) makes the accumulated

@@ -187,14 +187,12 @@ def ablation_rows(root: str | Path = ".") -> list[dict]:
 
     from .reproduce import QUESTIONS
 
+    grids = {profile: (label, pd.read_csv(path)) for profile, (label, folder, _) in SCALE_PROFILES.items()
+             if (path := Path(root) / folder / "comparisons_full.csv").exists()}
     rows = []
     for question, a, b, _ in QUESTIONS[1:]:  # the first is the main comparison (the scale table)
-        for profile, (label, folder, _) in SCALE_PROFILES.items():
-            path = Path(root) / folder / "comparisons_full.csv"
-            if not path.exists():
-                continue
-            c = pd.read_csv(path)
-            c = c[(c["start"] == "base") & (c["a"] == a) & (c["b"] == b)]
+        for profile, (label, comparisons) in grids.items():
+            c = comparisons[(comparisons["start"] == "base") & (comparisons["a"] == a) & (comparisons["b"] == b)]
             for metric in ("domain_qa_acc", "general_qa_acc"):
                 r = c[c["metric"] == metric]
                 if not r.empty:
@@ -205,18 +203,13 @@ def ablation_rows(root: str | Path = ".") -> list[dict]:
     return rows
 
 
-def lssd_rows(root: str | Path = ".") -> list[dict]:
-    """The LSSD question's rows of :func:`ablation_rows` (Mix-CPT − no_lssd, lambda 0)."""
-    return [r for r in ablation_rows(root) if r["b"] == "no_lssd"]
-
-
 ABLATED_PART = {"no_lssd": "LSSD", "self_kd": "the swap", "no_mix": "the mixture",
                 "random_selection": "easy-sample selection", "no_stage2": "stage 2"}  # what each ablated arm removes
 
 
 def format_ablation_table(rows: list[dict]) -> str:
-    """One line per (question, profile): Mix-CPT − the pipeline without one part (:data:`ABLATED_PART`) on domain and
-    general QA, 95% intervals; a difference whose interval excludes 0 is in bold."""
+    """One line per (question, profile): Mix-CPT − the pipeline without one part (:data:`ABLATED_PART`) on domain
+    and general QA, 95% intervals; a difference whose interval excludes 0 is in bold."""
     def cell(r):
         if r is None:
             return ""
@@ -227,8 +220,9 @@ def format_ablation_table(rows: list[dict]) -> str:
     for question, profile in dict.fromkeys((r["question"], r["profile"]) for r in rows):
         by = {r["metric"]: r for r in rows if r["question"] == question and r["profile"] == profile}
         first = next(iter(by.values()))
-        lines.append(f"| {ABLATED_PART.get(first['b'], first['b'])} ({first['b']}) | {profile} | {first['n_seeds']} | "
-                     f"{cell(by.get('domain_qa_acc'))} | {cell(by.get('general_qa_acc'))} |")
+        part = ABLATED_PART.get(first["b"], first["b"])
+        lines.append(f"| {part} ({first['b']}) | {profile} | {first['n_seeds']} | {cell(by.get('domain_qa_acc'))} | "
+                     f"{cell(by.get('general_qa_acc'))} |")
     return "\n".join(lines)
 
 
@@ -293,12 +287,12 @@ PROFILE_COMMANDS = {
 }
 
 
-def verdict(d: dict, who: str = "Mix-CPT") -> str:
-    """A difference's reading from its 95% interval: ``who`` wins or loses when the interval excludes 0."""
+def verdict(d: dict) -> str:
+    """A difference's reading from its 95% interval: a win or a loss when the interval excludes 0."""
     if d["lo"] > 0:
-        return f"{who} wins"
+        return "Mix-CPT wins"
     if d["hi"] < 0:
-        return f"{who} loses"
+        return "Mix-CPT loses"
     return "no resolvable difference"
 
 

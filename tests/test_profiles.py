@@ -81,14 +81,15 @@ def test_scale_table_is_read_from_the_committed_results():
     row = next(r for r in probes if r["profile"] == "tiny" and r["arm"] == "mixcpt" and r["qa_set"] == "domain")
     assert row["stored"] == pytest.approx(p["stored"].mean())
     # the LSSD question of each profile's ablation grid: its row of comparisons_full.csv
-    from mixcpt_core.scaling import lssd_rows
+    from mixcpt_core.scaling import ablation_rows
 
     want = comp[(comp["question"] == "Does LSSD reduce forgetting?") & (comp["metric"] == "general_qa_acc")].iloc[0]
-    got = next(r for r in lssd_rows(ROOT) if r["profile"] == "tiny" and r["metric"] == "general_qa_acc")
+    got = next(r for r in ablation_rows(ROOT)
+               if r["b"] == "no_lssd" and r["profile"] == "tiny" and r["metric"] == "general_qa_acc")
     assert (got["diff"], got["lo"], got["hi"]) == pytest.approx((want["diff"], want["lo"], want["hi"]))
     assert got["diff"] == pytest.approx(want["a_mean"] - want["b_mean"], abs=1e-6)
     # every ablation question the grid ran, and its table line (bold only where the interval excludes 0)
-    from mixcpt_core.scaling import ablation_rows, format_ablation_table
+    from mixcpt_core.scaling import format_ablation_table
 
     want = comp[(comp["b"] == "self_kd") & (comp["metric"] == "domain_qa_acc") & (comp["start"] == "base")].iloc[0]
     rows = [r for r in ablation_rows(ROOT) if r["profile"] == "tiny" and r["b"] == "self_kd"]
