@@ -169,12 +169,13 @@ def bench_gpu(out: str, dry_run: bool = False, peak: float | None = None) -> dic
             if cuda:
                 torch.cuda.empty_cache()
             write()
-    tmp = Path(tempfile.mkdtemp())
-    report["memory_152k"] = _peers(tmp / "memory.json", settings=("smoke" if dry_run else "vocab_152k",), steps=1,
-                                   warmup=1, variants=("ce", "chunked", "full_kl"))
-    write()
-    report["peers"] = _peers(tmp / "peers.json", settings=("smoke",) if dry_run else ("vocab_32k", "vocab_128k"),
-                             steps=1 if dry_run else 5, warmup=1)
+    with tempfile.TemporaryDirectory() as tmp:  # the peers' own report files: their numbers are copied into ours
+        tmp = Path(tmp)
+        report["memory_152k"] = _peers(tmp / "memory.json", settings=("smoke" if dry_run else "vocab_152k",),
+                                       steps=1, warmup=1, variants=("ce", "chunked", "full_kl"))
+        write()
+        report["peers"] = _peers(tmp / "peers.json", settings=("smoke",) if dry_run else ("vocab_32k", "vocab_128k"),
+                                 steps=1 if dry_run else 5, warmup=1)
     report["complete"] = True
     write()
     return report

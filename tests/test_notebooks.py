@@ -17,8 +17,8 @@ NEEDS_SMOLLM2 = {"05_scaling_up.ipynb"}  # the optional SmolLM2 packages (the Ma
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs_in_fast_mode(path, monkeypatch):
-    nb = run_notebook_fast(path, monkeypatch, needs_smollm2=path.name in NEEDS_SMOLLM2)
+def test_notebook_runs_in_fast_mode(path, monkeypatch, tmp_path):
+    nb = run_notebook_fast(path, monkeypatch, tmp_path, needs_smollm2=path.name in NEEDS_SMOLLM2)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
 

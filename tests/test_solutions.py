@@ -25,9 +25,9 @@ def test_each_course_notebook_with_exercises_has_a_solution_notebook_and_takeawa
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=[p.name for p in SOLUTIONS])
-def test_solution_notebook_runs_and_its_asserts_hold(path, monkeypatch):
+def test_solution_notebook_runs_and_its_asserts_hold(path, monkeypatch, tmp_path):
     nb = nbformat.read(path, as_version=4)
     assert sum("assert " in c.source for c in nb.cells if c.cell_type == "code") >= 2
     t0 = time.time()
-    run_notebook_fast(path, monkeypatch, needs_smollm2=path.name in NEEDS_SMOLLM2, timeout=300)
+    run_notebook_fast(path, monkeypatch, tmp_path, needs_smollm2=path.name in NEEDS_SMOLLM2, timeout=300)
     print(f"{path.name}: {time.time() - t0:.1f} s")  # kept under 30 s on an idle 2-core CPU
