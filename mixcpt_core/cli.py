@@ -511,8 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--protocol", choices=("validated", "fixed"), nargs="+", default=None,
                    help="stage-2 recipes: 'validated' = chosen per pipeline on validation QA by `mixcpt search` "
                         "(configs/stage2-selected/) -> results.*; 'fixed' = the fixed defaults of the arm configs, "
-                        "main arms only, for comparison -> results_fixed.* (default: both for tiny, validated for small, "
-                        "fixed for smollm2, which has no search)")
+                        "main arms only, for comparison -> results_fixed.* (default: both for tiny and smollm2, validated "
+                        "for small)")
     r.set_defaults(func=cmd_reproduce)
 
     se = sub.add_parser("search", help="the declared stage-2 search on validation QA -> configs/stage2-selected/, "
