@@ -106,3 +106,16 @@ def test_scale_table_is_read_from_the_committed_results():
     assert (ROOT / "figures/scale.md").read_text() == format_scale_table(diffs, probes) + "\n"
     readme = (ROOT / "README.md").read_text()
     assert readme.split(SCALE_BEGIN, 1)[1].split(SCALE_END, 1)[0].strip() == scale_readme_block(ROOT).strip()
+
+
+def test_the_docs_reading_of_smollm2_stage1_holds_in_the_committed_probes():
+    """docs/scaling.md: after stage 1 both pipelines store far more domain facts than the start model; traditional
+    says most of them in chat but extracts almost none in the plain format; Mix-CPT's extractable level is far above
+    the start's and traditional's."""
+    p = pd.read_csv(ROOT / "figures/smollm2/probes.csv")
+    p = p[(p["qa_set"] == "domain") & (p["start"] == "base")].groupby(["arm", "point"])[
+        ["stored", "extractable", "said"]].mean()
+    start, trad, mix = p.loc[("base", "start")], p.loc[("traditional", "stage1")], p.loc[("mixcpt", "stage1")]
+    assert trad["stored"] > start["stored"] + 0.5 and mix["stored"] > start["stored"] + 0.5
+    assert trad["said"] > 0.5 and trad["extractable"] < 0.05
+    assert mix["extractable"] > start["extractable"] + 0.3 and mix["extractable"] > trad["extractable"] + 0.3
