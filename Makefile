@@ -54,7 +54,7 @@ reproduce-small: $(STAMP)
 
 reproduce-smollm2: $(STAMP)
 	$(VENV)/bin/mixcpt search configs/smollm2/search-stage2.yaml
-	$(VENV)/bin/mixcpt reproduce --profile smollm2 --full
+	$(VENV)/bin/mixcpt reproduce --profile smollm2 --full --protocol validated fixed
 
 scale: $(STAMP)
 	$(VENV)/bin/mixcpt scale

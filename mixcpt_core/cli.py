@@ -34,8 +34,9 @@ SHIPPED_BASE = {"tiny": "checkpoints/base-tiny", "small": "checkpoints/base-smal
 REPRODUCE_CONFIGS = {"tiny": "configs/reproduce-tiny.yaml", "small": "configs/reproduce-small.yaml",
                      "smollm2": "configs/smollm2/reproduce.yaml"}
 PROFILE_FIGURES = {"tiny": "figures", "small": "figures/small", "smollm2": "figures/smollm2"}  # one folder each
-# stage-2 protocols run by default: tiny and smollm2 also their fixed recipes for comparison
-PROFILE_PROTOCOLS = {"tiny": ["validated", "fixed"], "small": ["validated"], "smollm2": ["validated", "fixed"]}
+# stage-2 protocols run by default: tiny also its fixed recipes for comparison (smollm2's comparison, a further stage 2
+# per arm at ~10 min each on a CPU, runs with `--protocol validated fixed`: `make reproduce-smollm2`)
+PROFILE_PROTOCOLS = {"tiny": ["validated", "fixed"], "small": ["validated"], "smollm2": ["validated"]}
 
 
 class UsageError(Exception):
@@ -511,8 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--protocol", choices=("validated", "fixed"), nargs="+", default=None,
                    help="stage-2 recipes: 'validated' = chosen per pipeline on validation QA by `mixcpt search` "
                         "(configs/stage2-selected/) -> results.*; 'fixed' = the fixed defaults of the arm configs, "
-                        "main arms only, for comparison -> results_fixed.* (default: both for tiny and smollm2, validated "
-                        "for small)")
+                        "main arms only, for comparison -> results_fixed.* (default: both for tiny, validated for "
+                        "small and smollm2)")
     r.set_defaults(func=cmd_reproduce)
 
     se = sub.add_parser("search", help="the declared stage-2 search on validation QA -> configs/stage2-selected/, "

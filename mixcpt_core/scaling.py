@@ -283,7 +283,7 @@ PROFILE_COMMANDS = {
     "small": ("mixcpt search configs/search-stage2-small.yaml", "mixcpt reproduce --profile small",
               "mixcpt reproduce --profile small --full"),
     "smollm2": ("mixcpt reproduce --profile smollm2 --protocol fixed", "mixcpt search configs/smollm2/search-stage2.yaml",
-                "mixcpt reproduce --profile smollm2 --full"),
+                "mixcpt reproduce --profile smollm2 --full --protocol validated fixed"),
 }
 
 
