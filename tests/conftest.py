@@ -13,24 +13,6 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session", autouse=True)
-def temporary_files_under_pytest(tmp_path_factory):
-    """Every temporary file of the run (``tempfile`` here and in subprocesses and notebook kernels, through TMPDIR)
-    goes under pytest's own temporary folder, which pytest removes after a passing run: a full run writes GBs of
-    checkpoints, and repeated runs must not fill the machine's /tmp."""
-    import tempfile
-
-    folder = str(tmp_path_factory.mktemp("tmp"))
-    before_env, before = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"], tempfile.tempdir = folder, folder
-    yield folder
-    tempfile.tempdir = before
-    if before_env is None:
-        os.environ.pop("TMPDIR", None)
-    else:
-        os.environ["TMPDIR"] = before_env
-
-
 @pytest.fixture(scope="session")
 def sample_world():
     from mixcpt_core.world import WORLD_PRESETS, generate_world
@@ -64,7 +46,7 @@ def run_notebook_fast(path, monkeypatch, tmp_path, needs_smollm2: bool = False, 
     notebook. Skips when it needs the optional SmolLM2 packages and they are not installed.
 
     The kernel's temporary files (FAST figures, checkpoints; over 1 GB for the SmolLM2 notebook) go under ``tmp_path``
-    (TMPDIR), which pytest removes as soon as the test passes."""
+    (TMPDIR), which pytest removes, instead of the machine's /tmp, where they would pile up run after run."""
     import nbformat
     from nbclient import NotebookClient
 
