@@ -350,8 +350,8 @@ def cmd_reproduce(args) -> None:
     t0 = time.time()
     root = _repo_root()
     rcfg = load_config(ReproduceConfig, args.config or root / REPRODUCE_CONFIGS[args.profile])
-    if args.seeds:
-        rcfg = dataclasses.replace(rcfg, seeds=args.seeds)
+    if args.seeds:  # an explicit choice: it holds on a GPU too (the config's gpu_seeds no longer apply)
+        rcfg = dataclasses.replace(rcfg, seeds=args.seeds, gpu_seeds=[])
     if args.run_dir:
         rcfg = dataclasses.replace(rcfg, run_dir=args.run_dir)
     figures = Path(args.figures or PROFILE_FIGURES[args.profile])
@@ -367,7 +367,9 @@ def cmd_reproduce(args) -> None:
                          f"pre-trained here")
     if args.retrain_base:
         rcfg = dataclasses.replace(rcfg, base_model=str(root / rcfg.run_dir / "base"))
-    print(f"\n== the compared pipelines ({'main + ablation grid' if args.full else 'main arms'}, seeds {rcfg.seeds}) ==")
+    from .reproduce import profile_seeds
+    print(f"\n== the compared pipelines ({'main + ablation grid' if args.full else 'main arms'}, "
+          f"seeds {profile_seeds(rcfg)}) ==")
     from .report import cached_stages, record_wall_time
 
     cached = cached_stages(root / rcfg.run_dir)

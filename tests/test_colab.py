@@ -124,7 +124,8 @@ def test_simulated_colab_runtime_installs_keeps_its_torch_and_runs_a_notebook(tm
     content = tmp_path / "content"  # Colab's working directory
     content.mkdir()
     env = {**os.environ, "MIXCPT_REPO": str(tmp_path / "origin"), "MIXCPT_DIR": str(content / "mixcpt"),
-           "MIXCPT_FAST": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets")}
+           "MIXCPT_FAST": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets"),
+           "TMPDIR": str(tmp_path)}  # the notebook's FAST-mode model and figures go where pytest removes them
     env.pop("VIRTUAL_ENV", None)
     setup_s = time.time() - t0
 

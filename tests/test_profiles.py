@@ -26,6 +26,32 @@ def _empty_recipes(path, arms_dir):
     return path
 
 
+@pytest.mark.parametrize("cuda", [False, True])
+def test_smollm2_profile_runs_one_seed_on_a_cpu_and_its_gpu_seeds_on_a_gpu(monkeypatch, cuda):
+    import torch
+
+    from mixcpt_core.reproduce import profile_seeds
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    cfg = load_config(ReproduceConfig, ROOT / "configs/smollm2/reproduce.yaml")
+    assert profile_seeds(cfg) == ([0, 1, 2] if cuda else [0])
+
+
+@pytest.mark.parametrize("argv, seeds", [([], [0, 1, 2]), (["--seeds", "4"], [4])])
+def test_reproduce_cli_runs_the_gpu_seeds_on_a_gpu_unless_seeds_are_given(monkeypatch, tmp_path, capsys, argv, seeds):
+    import torch
+
+    from mixcpt_core import reproduce as reproduce_module
+    from mixcpt_core.cli import main
+
+    seen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(reproduce_module, "reproduce",
+                        lambda cfg, *a, **k: seen.append(reproduce_module.profile_seeds(cfg)))
+    assert main(["reproduce", "--profile", "smollm2", "--figures", str(tmp_path), *argv]) == 0
+    assert seen == [seeds] and f"seeds {seeds}" in capsys.readouterr().out
+
+
 def test_small_profile_runs_end_to_end(tmp_path):
     cfg = load_config(ReproduceConfig, ROOT / "configs/reproduce-small.yaml")
     assert cfg.base_model == "checkpoints/base-small" and cfg.seeds == [0, 1, 2]
