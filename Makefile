@@ -47,7 +47,8 @@ reproduce-sweep: $(STAMP)
 	$(VENV)/bin/mixcpt reproduce --profile tiny --sweep --protocol fixed
 
 # The scale rungs: the small profile (6.6M base, same world; its declared search, then 3 seeds -> figures/small/) and
-# SmolLM2-135M-Instruct on a new domain (one seed on a CPU, 3 on a GPU -> figures/smollm2/); then the scale figure.
+# SmolLM2-135M-Instruct on a new domain (the search and the ablation grid with one seed, then the main arms with
+# 3 -> figures/smollm2/); then the scale figure.
 reproduce-small: $(STAMP)
 	$(VENV)/bin/mixcpt search configs/search-stage2-small.yaml
 	$(VENV)/bin/mixcpt reproduce --profile small --full
@@ -55,6 +56,7 @@ reproduce-small: $(STAMP)
 reproduce-smollm2: $(STAMP)
 	$(VENV)/bin/mixcpt search configs/smollm2/search-stage2.yaml
 	$(VENV)/bin/mixcpt reproduce --profile smollm2 --full --protocol validated fixed
+	$(VENV)/bin/mixcpt reproduce --profile smollm2 --seeds 0 1 2  # the main arms' seeds 1 and 2 (seed 0 is cached)
 
 scale: $(STAMP)
 	$(VENV)/bin/mixcpt scale

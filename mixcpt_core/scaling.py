@@ -283,7 +283,9 @@ PROFILE_COMMANDS = {
     "small": ("mixcpt search configs/search-stage2-small.yaml", "mixcpt reproduce --profile small",
               "mixcpt reproduce --profile small --full"),
     "smollm2": ("mixcpt reproduce --profile smollm2 --protocol fixed", "mixcpt search configs/smollm2/search-stage2.yaml",
-                "mixcpt reproduce --profile smollm2 --full --protocol validated fixed"),
+                "mixcpt reproduce --profile smollm2 --full --protocol validated fixed",
+                # seeds 1 and 2 of the main arms on the CPU (seed 0 is the cached run of the command above)
+                "mixcpt reproduce --profile smollm2 --seeds 0 1 2"),
 }
 
 

@@ -6,6 +6,7 @@ scale table, computed by hand from the committed files."""
 import dataclasses
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -136,12 +137,30 @@ def test_scale_table_is_read_from_the_committed_results():
 
 def test_the_docs_reading_of_smollm2_stage1_holds_in_the_committed_probes():
     """docs/scaling.md: after stage 1 both pipelines store far more domain facts than the start model; traditional
-    says most of them in chat but extracts almost none in the plain format; Mix-CPT's extractable level is far above
-    the start's and traditional's."""
+    says most of them in chat but extracts few in the plain format; in every seed Mix-CPT's extractable level is far
+    above the start's and traditional's."""
     p = pd.read_csv(ROOT / "figures/smollm2/probes.csv")
-    p = p[(p["qa_set"] == "domain") & (p["start"] == "base")].groupby(["arm", "point"])[
-        ["stored", "extractable", "said"]].mean()
+    p = p[(p["qa_set"] == "domain") & (p["start"] == "base")]
+    per_seed = p.set_index(["arm", "point", "seed"])["extractable"].sort_index()
+    p = p.groupby(["arm", "point"])[["stored", "extractable", "said"]].mean()
     start, trad, mix = p.loc[("base", "start")], p.loc[("traditional", "stage1")], p.loc[("mixcpt", "stage1")]
     assert trad["stored"] > start["stored"] + 0.5 and mix["stored"] > start["stored"] + 0.5
-    assert trad["said"] > 0.5 and trad["extractable"] < 0.05
-    assert mix["extractable"] > start["extractable"] + 0.3 and mix["extractable"] > trad["extractable"] + 0.3
+    assert trad["said"] > 0.5 and trad["extractable"] < 0.1
+    assert mix["extractable"] > start["extractable"] + 0.3
+    seeds = sorted(per_seed.loc[("mixcpt", "stage1")].index)
+    assert len(seeds) >= 3 and all(per_seed.loc[("mixcpt", "stage1", s)] > per_seed.loc[("traditional", "stage1", s)]
+                                   + 0.3 for s in seeds)
+
+
+def test_the_docs_reading_of_smollm2_resolution_holds_in_the_committed_results():
+    """docs/scaling.md: with three seeds the SmolLM2 domain-QA interval is wider than seed 0's alone, because Mix-CPT
+    said far fewer domain facts in seed 2 than in seeds 0 and 1."""
+    from mixcpt_core.reproduce import read_hits
+    from mixcpt_core.stats import paired_bootstrap
+
+    hits = read_hits(ROOT / "figures/smollm2/hits.json")
+    a = np.array([hits[("base", "mixcpt", s)]["domain_said"] for s in (0, 1, 2)])
+    b = np.array([hits[("base", "traditional", s)]["domain_said"] for s in (0, 1, 2)])
+    assert paired_bootstrap(a, b)["half_width"] > paired_bootstrap(a[:1], b[:1])["half_width"]
+    r = pd.read_csv(ROOT / "figures/smollm2/results.csv").set_index(["arm", "seed"])["domain_qa_acc"]
+    assert r[("mixcpt", 2)] < 0.5 * min(r[("mixcpt", 0)], r[("mixcpt", 1)])
