@@ -345,7 +345,7 @@ def cmd_reproduce(args) -> None:
 
     from .config import load_config
     from .pipelines import ReproduceConfig
-    from .reproduce import reproduce, reproduce_base
+    from .reproduce import profile_seeds, reproduce, reproduce_base
 
     t0 = time.time()
     root = _repo_root()
@@ -367,7 +367,6 @@ def cmd_reproduce(args) -> None:
                          f"pre-trained here")
     if args.retrain_base:
         rcfg = dataclasses.replace(rcfg, base_model=str(root / rcfg.run_dir / "base"))
-    from .reproduce import profile_seeds
     print(f"\n== the compared pipelines ({'main + ablation grid' if args.full else 'main arms'}, "
           f"seeds {profile_seeds(rcfg)}) ==")
     from .report import cached_stages, record_wall_time
