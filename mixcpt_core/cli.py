@@ -548,6 +548,16 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
+def _close_distributed() -> None:
+    """Destroy the process group a ``torchrun`` / ``accelerate launch`` run opened (the Trainer opens it, nobody
+    closes it). Left open, gloo's worker threads can outlive the interpreter's teardown and abort the process
+    (SIGABRT, "terminate called without an active exception") after the work is done and the model is written, so
+    the launcher reports a finished run as failed. A no-op in one process, and torch is not imported for it."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """While the command runs, SIGTERM raises KeyboardInterrupt (as Ctrl-C does) instead of ending the process on
@@ -590,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mixcpt: error: {e}", file=sys.stderr)
         # 2: bad input, nothing done; 1: a run that failed (diverged training, says where to resume; a notebook cell)
         return 2 if isinstance(e, (UsageError, ConfigError)) else 1
+    finally:
+        _close_distributed()
     return 0
 
 

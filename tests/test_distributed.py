@@ -69,3 +69,20 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     assert h1[-1]["loss"] != pytest.approx(h1[0]["loss"], rel=1e-3)  # training moved: the comparison means something
     # only rank 0 wrote the model (one set of weights, no half-written file from a second process)
     assert sorted(p.name for p in (tmp_path / "two").glob("*.safetensors")) == ["model.safetensors"]
+
+
+def test_a_command_closes_the_process_group_it_ran_in(tmp_path):
+    """Every ``mixcpt`` command destroys the process group on its way out, error or not. Left open, gloo's threads
+    can abort a finished run at interpreter teardown (SIGABRT after the model is written; seen once in CI in this
+    very test's two-process run). One process, a file store: the group is real, and no second process is needed."""
+    import torch.distributed as dist
+
+    from mixcpt_core.cli import main
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert main(["cpt", str(tmp_path / "missing.yaml")]) == 2  # a command that fails on its input, exit 2
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
