@@ -582,8 +582,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .config import ConfigError
+    from .errors import NonFiniteLossError
     from .notebook import NotebookError
-    from .training import NonFiniteLossError
 
     try:
         with _sigterm_as_interrupt():

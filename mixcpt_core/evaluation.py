@@ -51,7 +51,7 @@ class EvalSpec:
     synthetic profiles) or ``realworld`` (the committed real-world questions of :mod:`mixcpt_core.realworld`, for a
     real chat model, which knows them before adaptation). ``match``: the rule of :func:`answer_matches`.
     ``max_new_tokens`` / ``plain_new_tokens``: generation budgets in the chat and the plain format. ``limit``: only
-    the first ``limit`` questions of each set (0 = all; for fast tests)."""
+    the first ``limit`` questions of each set and held-out documents of each half (0 = all; for fast tests)."""
 
     general: str = "world"
     match: str = "exact"
@@ -273,8 +273,10 @@ def evaluate_model(model, tokenizer, world, n_examples: int = 0, spec: EvalSpec 
         from .realworld import realworld_split
 
         general = realworld_split()["test"]
+    domain_docs, general_docs = world.docs("domain", "eval"), world.docs("general", "eval")
     if spec.limit:
         domain, general = domain[: spec.limit], general[: spec.limit]
+        domain_docs, general_docs = domain_docs[: spec.limit], general_docs[: spec.limit]
     chat = dict(match=spec.match, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size)
     plain = dict(match=spec.match, max_new_tokens=spec.plain_new_tokens, batch_size=spec.batch_size)
     m_dom, m_gen = chat_qa_metrics(model, tokenizer, domain, **chat), chat_qa_metrics(model, tokenizer, general, **chat)
@@ -291,8 +293,8 @@ def evaluate_model(model, tokenizer, world, n_examples: int = 0, spec: EvalSpec 
         "general_qa_acc": m_gen["accuracy"],
         "format_rate": (m_dom["format_compliance"] * m_dom["n"] + m_gen["format_compliance"] * m_gen["n"])
         / max(1, m_dom["n"] + m_gen["n"]),
-        "domain_ppl": document_perplexity(model, tokenizer, world.docs("domain", "eval")),
-        "general_ppl": document_perplexity(model, tokenizer, world.docs("general", "eval")),
+        "domain_ppl": document_perplexity(model, tokenizer, domain_docs),
+        "general_ppl": document_perplexity(model, tokenizer, general_docs),
         "plain_domain_qa_acc": p_dom["accuracy"],
         "plain_general_qa_acc": p_gen["accuracy"],
         "stored_domain_acc": s_dom["accuracy"],

@@ -21,16 +21,13 @@ from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallba
 
 from .atomic import write_text_atomic
 from .config import to_dict
+from .errors import NonFiniteLossError
 from .evaluation import document_perplexity, plain_qa_accuracy
 from .models import build_model, count_parameters
 from .tokenizer import train_tokenizer
 from .world import World, WorldConfig, generate_world
 
 BASE_INFO_FILE = "mixcpt_base.json"
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss (or weights); the message names the step and the last good checkpoint."""
 
 
 class FiniteGuard(TrainerCallback):

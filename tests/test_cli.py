@@ -34,6 +34,18 @@ def test_world_bad_arguments(tmp_path, args, message):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_world_command_and_its_errors_do_not_import_torch(tmp_path):
+    """The world is plain Python: writing it, or refusing bad arguments, answers at once (importing torch and
+    transformers takes 5-15 s on a 2-core machine)."""
+    script = ("import sys; from mixcpt_core.cli import main; "
+              f"codes = [main(['world', '--preset', 'galactic', '--out', {str(tmp_path / 'bad')!r}]), "
+              f"main(['world', '--preset', 'sample', '--out', {str(tmp_path / 'w')!r}])]; "
+              "print(codes, sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert r.stdout.strip().splitlines()[-1] == "[2, 0] []", r.stderr
+    assert (tmp_path / "w/world.json").exists()
+
+
 def test_world_unwritable_out_dir(tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a directory")

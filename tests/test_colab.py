@@ -1,10 +1,10 @@
 """Colab: the install plan (pure functions), the badges and first cells of the notebooks, and a simulated Colab runtime.
 
-The simulation (``-m colab``) builds what a Colab runtime has before the first cell runs: a fresh virtual environment
-(no system site-packages) with its own torch and Jupyter kernel preinstalled, and a stand-in ``google.colab``
-module imported when the kernel starts. ``MIXCPT_REPO`` points at a local repository holding this working tree.
-The first cell of notebook 00 then clones it, installs the pins through the Colab branch, and the whole notebook
-runs in FAST mode in that kernel.
+The simulation (``-m colab``, one of the slow tests: ``make test-slow``) builds what a Colab runtime has before the
+first cell runs: a fresh virtual environment (no system site-packages) with its own torch and Jupyter kernel
+preinstalled, and a stand-in ``google.colab`` module imported when the kernel starts. ``MIXCPT_REPO`` points at a
+local repository holding this working tree. The first cell of notebook 00 then clones it, installs the pins through
+the Colab branch, and the whole notebook runs in FAST mode in that kernel.
 """
 
 import json
@@ -98,6 +98,7 @@ def _repository_of_the_working_tree(dest):
 
 
 @pytest.mark.colab
+@pytest.mark.slow  # about 3 minutes, most of it pip installing torch and the pins: `make test-slow`, not `make test`
 def test_simulated_colab_runtime_installs_keeps_its_torch_and_runs_a_notebook(tmp_path, monkeypatch):
     from nbclient import NotebookClient
 

@@ -50,7 +50,7 @@ class _World:
         return self.split[name]
 
     def docs(self, group, split):
-        return [f"{group} {split} document"]
+        return [f"{group} {split} document {i}" for i in range(3)]
 
 
 def _qa(pairs):
@@ -96,6 +96,14 @@ def test_chat_metrics_and_evaluate_model_by_hand(tiny_tokenizer, monkeypatch):
     # the per-question hits behind every accuracy, for the paired bootstrap
     assert r["hits"] == {"domain_said": [1, 1, 0], "general_said": [1, 0], "domain_extractable": [1, 0, 1],
                          "general_extractable": [1, 1], "domain_stored": [1, 0, 0], "general_stored": [1, 1]}
+
+    # a limit (fast tests) takes the first questions of each set and the first held-out documents of each half
+    seen = []
+    monkeypatch.setattr(evaluation, "document_perplexity", lambda model, tok, texts, **kw: seen.append(texts) or 1.0)
+    r = evaluation.evaluate_model(model, tiny_tokenizer, _World(domain, general), spec=evaluation.EvalSpec(limit=2))
+    assert seen == [["domain eval document 0", "domain eval document 1"],
+                    ["general eval document 0", "general eval document 1"]]
+    assert r["hits"]["domain_said"] == [1, 1] and r["hits"]["general_said"] == [1, 0]
 
 
 def test_summary_is_mean_and_sample_std_by_hand(tmp_path):
@@ -193,12 +201,16 @@ def _no_recipes(path: Path) -> Path:
     return path
 
 
+# the first 16 questions of each set: the full sets (384 each) would triple these tests' time, all of it in evaluation
+EVAL_16 = evaluation.EvalSpec(limit=16)
+
+
 def _tiny_config(run_dir, recipes: Path) -> ReproduceConfig:
     cfg = load_config(ReproduceConfig, ROOT / "configs/reproduce-tiny.yaml")
     return dataclasses.replace(
         cfg, main={"base": ["base", "mixcpt", "random_selection"]}, seeds=[0], main_extra_seeds=[], sweep_seeds=[0],
         run_dir=str(run_dir),
-        examples=2, stage2_recipes=str(_no_recipes(recipes)),
+        examples=2, stage2_recipes=str(_no_recipes(recipes)), evaluation=EVAL_16,
         sweep={"align.sft.max_steps": [1, 2]},
         cpt_overrides={"max_steps": 3, "eval_every": 3, "save_steps": 2, "probe_texts": 2},
         align_overrides={"sft": {"max_steps": 2}, "dpo": {"max_steps": 2}, "eval_questions": 4})
@@ -249,7 +261,8 @@ def test_an_interrupted_stage_is_run_again(tmp_path):
     (stage,) = (tmp_path / "run/stage1").iterdir()
     before = (stage / "model.safetensors").read_bytes()
     (stage / "mixcpt_cpt.json").unlink()  # as if killed before the end: the stage is not finished
-    (tmp_path / "run/eval" / f"{stage.name}.json").unlink()
+    (evaluated,) = (tmp_path / "run/eval").glob(f"{stage.name}*.json")
+    evaluated.unlink()
     reproduce(cfg, ROOT, tmp_path / "fig")
     assert (stage / "mixcpt_cpt.json").exists() and (stage / "model.safetensors").read_bytes() == before
 

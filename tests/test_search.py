@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from mixcpt_core.config import ConfigError, load_config
+from mixcpt_core.evaluation import EvalSpec
 from mixcpt_core.pipelines import ReproduceConfig
 from mixcpt_core.reproduce import reproduce
 from mixcpt_core.search import (Stage2SearchConfig, choose, expand_space, load_recipe, run_search, setting_label,
@@ -86,7 +87,7 @@ def _tiny(run_dir, recipes) -> ReproduceConfig:
     cfg = load_config(ReproduceConfig, ROOT / "configs/reproduce-tiny.yaml")
     return dataclasses.replace(
         cfg, main={"base": ["base", "traditional", "mixcpt"]}, seeds=[0], main_extra_seeds=[], run_dir=str(run_dir),
-        examples=2,
+        examples=2, evaluation=EvalSpec(limit=16),  # the first 16 questions of each test set
         stage2_recipes=str(recipes),
         cpt_overrides={"max_steps": 3, "eval_every": 3, "save_steps": 2, "probe_texts": 2},
         align_overrides={"sft": {"max_steps": 2}, "dpo": {"max_steps": 2}, "eval_questions": 4})
@@ -135,11 +136,11 @@ def test_search_reads_no_test_set_and_reproduce_uses_its_recipes(tmp_path, monke
         ("mixcpt", "stage2")}
     comparisons = pd.read_csv(tmp_path / "fig/comparisons.csv")
     assert (comparisons["lo"] <= comparisons["diff"] + 1e-9).all() and (comparisons["diff"] <= comparisons["hi"] + 1e-9).all()
-    assert set(comparisons["n_questions"][comparisons["metric"] == "domain_qa_acc"]) == {384}
+    assert set(comparisons["n_questions"][comparisons["metric"] == "domain_qa_acc"]) == {16}
     from mixcpt_core.reproduce import load_grid_outputs
 
     hits = out["grids"]["validated"]["hits"]
-    assert len(hits[("base", "mixcpt", 0)]["domain_stored"]) == 384
+    assert len(hits[("base", "mixcpt", 0)]["domain_stored"]) == 16
     assert load_grid_outputs(tmp_path / "fig")["hits"] == hits  # committed per-question outcomes round-trip
     (tmp_path / "recipes/base-mixcpt.yaml").unlink()
     with pytest.raises(ConfigError, match="base-mixcpt.yaml.*mixcpt search"):
