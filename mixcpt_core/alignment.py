@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 
 from .atomic import remove_directory, write_text_atomic
+from .config import check_choice, check_numbers
 from .cpt import LoraSettings, frozen_copy
 from .evaluation import EvalSpec
 from .selection import SelectionConfig
@@ -58,10 +59,11 @@ class SFTSettings:
     warmup_steps: int = 5
     max_length: int = 256
 
+    RANGES = {"max_steps": ">= 1", "batch_size": ">= 1", "learning_rate": "> 0", "warmup_steps": ">= 0",
+              "max_length": ">= 1"}
+
     def __post_init__(self):
-        _check_positive(self, ("max_steps", "batch_size", "max_length"))
-        if self.learning_rate <= 0:
-            raise ValueError(f"sft.learning_rate must be > 0, got {self.learning_rate}")
+        check_numbers(self)
 
 
 @dataclass
@@ -76,18 +78,11 @@ class DPOSettings:
     reference: str = "stage1"  # stage1 | sft
     max_length: int = 256
 
+    RANGES = {**SFTSettings.RANGES, "beta": "> 0"}
+
     def __post_init__(self):
-        _check_positive(self, ("max_steps", "batch_size", "max_length"))
-        if self.learning_rate <= 0 or self.beta <= 0:
-            raise ValueError(f"dpo.learning_rate and dpo.beta must be > 0, got {self.learning_rate}, {self.beta}")
-        if self.reference not in REFERENCES:
-            raise ValueError(f"dpo.reference must be one of {REFERENCES}, got {self.reference!r}")
-
-
-def _check_positive(obj, names):
-    for name in names:
-        if getattr(obj, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(obj, name)}")
+        check_numbers(self)
+        check_choice(self.reference, "reference", REFERENCES)
 
 
 @dataclass
@@ -105,14 +100,22 @@ class AlignConfig:
     # TRL's prompt/completion rows, loss on the completion (a hub template without generation markers, e.g. SmolLM2)
     sft_format: str = "messages"
     evaluation: EvalSpec | None = None  # validation questions and match rule; None = the world's, exact match
+    # no stage 2 at all: the stage-1 model is the result (only its validation numbers are written). A setting a
+    # declared search can choose, so that "is stage 2 needed?" is answered on validation like every other choice
+    skip: bool = False
+    # the validation numbers between SFT and DPO too (a real model's long replies make each evaluation cost minutes;
+    # the search reads only the final ones)
+    eval_after_sft: bool = True
     seed: int = 0
     output_dir: str = "runs/tiny/align"
 
+    RANGES = {"eval_questions": ">= 0", "seed": ">= 0"}
+    # the stage-1 model: its default holds only when run from the repository root after `mixcpt cpt`
+    REQUIRED = ("selection.model",)
+
     def __post_init__(self):
-        if self.eval_questions < 0:
-            raise ValueError(f"eval_questions must be >= 0, got {self.eval_questions}")
-        if self.sft_format not in SFT_FORMATS:
-            raise ValueError(f"sft_format must be one of {SFT_FORMATS}, got {self.sft_format!r}")
+        check_numbers(self)
+        check_choice(self.sft_format, "sft_format", SFT_FORMATS)
 
 
 # -- datasets ------------------------------------------------------------------------------------------------------
@@ -274,13 +277,35 @@ def evaluate_validation(model, tokenizer, val: dict[str, list[dict]], spec: Eval
     stage-2 search maximises), ``format_compliance`` pooled over both sets, ``n`` and 8 example generations."""
     from .evaluation import chat_qa_metrics
 
-    kw = dict(match=spec.match, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size) if spec else {}
+    kw = (dict(match=spec.match, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
+               leak_check=spec.leak_check, **spec.decoding()) if spec else {})
     m = {name: chat_qa_metrics(model, tokenizer, items, **kw) for name, items in val.items()}
     n = sum(r["n"] for r in m.values())
     return {"general_accuracy": m["general"]["accuracy"], "domain_accuracy": m["domain"]["accuracy"],
             "score": (m["general"]["accuracy"] + m["domain"]["accuracy"]) / 2,
             "format_compliance": sum(r["format_compliance"] * r["n"] for r in m.values()) / max(1, n), "n": n,
             "examples": [g["raw"] for g in (m["general"]["generations"][:4] + m["domain"]["generations"][:4])]}
+
+
+def cached_validation(model, tokenizer, val: dict[str, list[dict]], spec: EvalSpec | None,
+                      cache: tuple[Path, str] | None) -> dict:
+    """:func:`evaluate_validation`, cached: ``cache`` = (folder, the model's key), the file
+    ``<folder>/validation-<key>-<hash>.json`` (hash of the evaluation and of the question ids). Every stage-2 setting
+    of a search starts from the same stage-1 model, whose validation numbers need computing once. ``None``: not
+    cached (a model passed in, ``mixcpt align``)."""
+    import hashlib
+
+    from .config import to_dict
+
+    if cache is None:
+        return evaluate_validation(model, tokenizer, val, spec)
+    blob = json.dumps({"spec": to_dict(spec) if spec else None,
+                       "val": {name: [q["id"] for q in items] for name, items in val.items()}}, sort_keys=True)
+    folder, key = cache
+    path = Path(folder) / f"validation-{key}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.json"
+    if not path.exists():
+        write_text_atomic(path, json.dumps(evaluate_validation(model, tokenizer, val, spec), indent=1) + "\n")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def add_stage2_lora(model, lora: LoraSettings, new_token_ids: list[int]):
@@ -318,27 +343,31 @@ def _history(trainer) -> list[dict]:
 
 
 def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None = None, model=None,
-              tokenizer=None) -> dict:
+              tokenizer=None, validation_cache: tuple[Path, str] | None = None) -> dict:
     """Selection -> SFT -> DPO from the stage-1 model ``cfg.selection.model``; evaluates before, after SFT and after
     DPO. Writes ``selection.json``, ``sft/`` and the final model (safetensors) + ``mixcpt_align.json`` to
     ``cfg.output_dir`` and returns the info dict (metrics, training histories, timings).
 
     SFT and DPO write Trainer checkpoints into ``trainer-sft/`` and ``trainer-dpo/``. Rerunning after an
     interruption loads a finished SFT, resumes the unfinished trainer from its last checkpoint and ends with the
-    same weights as an uninterrupted run; both directories are removed once the result is written."""
+    same weights as an uninterrupted run; both directories are removed once the result is written.
+    ``validation_cache``: (folder, key of the stage-1 model) to cache its validation numbers in
+    (:func:`cached_validation`); ``cfg.skip``: no stage 2, only those numbers are written."""
     from transformers import set_seed
 
     from .config import to_dict
     from .models import load_causal_lm
-    from .selection import check_chat_template, check_pool_sizes, run_selection, selected_records, stage1_model
+    from .selection import (check_chat_template, check_pool_sizes, general_pool, run_selection, selected_records,
+                            stage1_model)
     from .training import _last_checkpoint, train_or_resume
     from .world import generate_world
 
     t0 = time.time()
     root, out = Path(root), Path(cfg.output_dir)
     world = generate_world(cfg.selection.world)
+    pool = general_pool(cfg.selection, root)  # the world's general samples, or a pool folder's
     if selection is None:
-        check_pool_sizes(cfg.selection, world)  # before the model is loaded and before anything is written
+        check_pool_sizes(cfg.selection, pool)  # before the model is loaded and before anything is written
     if model is None:
         location = stage1_model(cfg.selection, root)
         check_chat_template(location)
@@ -352,11 +381,17 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
         val["general"] = realworld_split()["val"]
     val = {name: items[: cfg.eval_questions] if cfg.eval_questions else items for name, items in val.items()}
     (out / ALIGN_INFO_FILE).unlink(missing_ok=True)  # inputs checked; an earlier result is incomplete while rewritten
+    before = cached_validation(model, tokenizer, val, cfg.evaluation, validation_cache)
+    if cfg.skip:  # no stage 2: the validation numbers of the model as it is, nothing trained or saved
+        info = {"config": to_dict(cfg), "metrics": {"before": before, "dpo": before}, "n_sft": 0, "n_dpo": 0,
+                "sft_history": [], "dpo_history": [], "seconds": round(time.time() - t0, 1), "skipped": True}
+        write_text_atomic(out / ALIGN_INFO_FILE, json.dumps(info, indent=2) + "\n")
+        return info
     if selection is None:
-        selection = run_selection(cfg.selection, model, tokenizer, out_dir=out)
-    sft_records, pairs = selected_records(world, selection)
+        selection = run_selection(cfg.selection, model, tokenizer, out_dir=out, root=root)
+    sft_records, pairs = selected_records(pool, selection)
 
-    metrics = {"before": evaluate_validation(model, tokenizer, val, cfg.evaluation)}
+    metrics = {"before": before}
     chat_ids = init_chat_token_embeddings(model, tokenizer) if cfg.init_chat_tokens else []
     stage1 = frozen_copy(model) if cfg.lora is None else None
     set_seed(cfg.seed)
@@ -366,7 +401,8 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
     sft = make_sft_trainer(model, tokenizer, sft_dataset(sft_records, cfg.leading_space, cfg.sft_format), cfg.sft,
                            sft_dir, cfg.seed, checkpoints=True)
     sft_resumed = train_or_resume(sft, _last_checkpoint(sft_dir))  # a finished SFT is loaded, not run again
-    metrics["sft"] = evaluate_validation(model, tokenizer, val, cfg.evaluation)
+    if cfg.eval_after_sft:
+        metrics["sft"] = evaluate_validation(model, tokenizer, val, cfg.evaluation)
     _save(model, tokenizer, out / "sft", cfg.lora is not None)
 
     if cfg.dpo.reference == "sft":
@@ -412,7 +448,7 @@ def format_align_table(rows: list[dict]) -> str:
 def align_rows(info: dict) -> list[dict]:
     """Rows for :func:`format_align_table` from :func:`run_align`'s info."""
     return [{"n": info["n_sft"], "point": p, **{k: info["metrics"][p][k] for k in ALIGN_TABLE_COLUMNS}}
-            for p in ("before", "sft", "dpo")]
+            for p in ("before", "sft", "dpo") if p in info["metrics"]]
 
 
 __all__ = ["AlignConfig", "SFTSettings", "DPOSettings", "sft_dataset", "dpo_dataset", "make_sft_trainer",

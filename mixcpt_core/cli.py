@@ -282,23 +282,32 @@ def cmd_bench(args) -> None:
 
 # -- stage 2 -----------------------------------------------------------------------------------------------------------
 def _align_config(path: str, out: str | None, model_dir: str | None = None, n: int | None = None):
+    """The stage-2 config of ``select`` and ``align`` with the command line's overrides, and its stage-1 model folder
+    checked (weights readable, config loads), before anything is loaded or written."""
     from .alignment import AlignConfig
-    from .config import ConfigError, load_config
+    from .config import ConfigError, from_dict, read_yaml
+    from .selection import stage1_model
 
     try:
-        cfg = load_config(AlignConfig, path)
+        data = read_yaml(path)
+        selection = data.get("selection") or {}
+        if model_dir and isinstance(selection, dict):  # before loading: --model stands in for selection.model
+            data = {**data, "selection": {**selection, "model": model_dir}}
+        cfg = from_dict(AlignConfig, data, where=str(path))
     except ConfigError as e:
         raise UsageError(str(e)) from None
     if out:
         cfg = dataclasses.replace(cfg, output_dir=out)
-    if model_dir:
-        cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, model=model_dir))
     if n:
         cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, n_sft=n, n_dpo=n))
     model = _repo_root() / cfg.selection.model
     if not (Path(cfg.selection.model).exists() or model.exists()) and cfg.selection.model.startswith(("runs", "checkpoints", ".", "/")):
         raise UsageError(f"{cfg.selection.model}: stage-1 model not found (make it with "
                          f"`mixcpt cpt configs/cpt-tiny.yaml --out {cfg.selection.model}`)")
+    try:
+        stage1_model(cfg.selection, _repo_root())
+    except ConfigError as e:
+        raise UsageError(f"{path}: {e}") from None
     _check_writable_dir(Path(cfg.output_dir))
     return cfg
 
@@ -393,6 +402,44 @@ def cmd_search(args) -> None:
     cached = cached_stages(root / load_config(ReproduceConfig, root / cfg.reproduce).run_dir)
     run_search(cfg, root, source=args.config)
     record_wall_time((root / cfg.table).parent, f"mixcpt search {args.config}", time.time() - t0, cached)
+
+
+def cmd_calibrate(args) -> None:
+    from .calibration import (BUDGET_FILE, CALIBRATION_DOC, calibrate_stage2, fit_reply_budget, render_calibration,
+                              search_recipes)
+    from .config import load_config
+    from .pipelines import ReproduceConfig
+    from .search import Stage2SearchConfig
+
+    root = _repo_root()
+    rcfg = load_config(ReproduceConfig, root / REPRODUCE_CONFIGS[args.profile])
+    if rcfg.evaluation.general != "realworld":
+        raise UsageError(f"--profile {args.profile}: calibration is for a released chat model (the smollm2 profile)")
+    recipes = {"fixed recipe": {}}
+    if args.search:
+        recipes = search_recipes(load_config(Stage2SearchConfig, root / args.search), root)
+    if args.only:  # the fixed recipe stays: a setting that spells it out is copied from it, not trained
+        recipes = {k: v for k, v in recipes.items() if k == "fixed recipe" or any(o in k for o in args.only)}
+    figures = root / PROFILE_FIGURES[args.profile]
+    if args.refit_budget or not (figures / BUDGET_FILE).exists():  # deterministic: the committed fit stands
+        fit_reply_budget(rcfg, root, figures)
+    rows = calibrate_stage2(rcfg, root, figures, recipes, arms=args.arms, redo=args.redo)
+    render_calibration(figures / "calibration.csv", root / CALIBRATION_DOC)
+    print(f"wrote {PROFILE_FIGURES[args.profile]}/calibration.csv and its table in {CALIBRATION_DOC}: "
+          f"{sum(int(r['holds']) for r in rows)} of {len(rows)} rows hold")
+
+
+def cmd_pool(args) -> None:
+    from .config import load_config
+    from .format_pool import PoolConfig, run_pool
+
+    root = _repo_root()
+    cfg = load_config(PoolConfig, args.config)  # a ConfigError is the one-line error of main()
+    out = run_pool(cfg, command=f"mixcpt pool {args.config}", root=root)
+    summary = json.loads((out / "pool.json").read_text(encoding="utf-8"))["summary"]
+    print(f"wrote {out}: {sum(summary['instructions'].values())} instructions and "
+          f"{sum(summary['preferences'].values())} preference pairs from {sum(summary['prompts'].values())} prompts; "
+          f"budget fitted to the start model's factual replies: {summary['fitted_budget']} tokens")
 
 
 def cmd_scale(args) -> None:
@@ -521,6 +568,25 @@ def build_parser() -> argparse.ArgumentParser:
                                        "figures/search_stage2.csv (resumes if interrupted)")
     se.add_argument("config", help="YAML with Stage2SearchConfig fields, e.g. configs/search-stage2-tiny.yaml")
     se.set_defaults(func=cmd_search)
+
+    ca = sub.add_parser("calibrate", help="stage 2 applied to the untouched start model: does it leave the model's "
+                                          "known facts and format as they were? -> <figures>/calibration.csv")
+    ca.add_argument("--profile", choices=["smollm2"], default="smollm2")
+    ca.add_argument("--search", help="also every trained setting of this declared search "
+                                     "(e.g. configs/smollm2/search-stage2.yaml)")
+    ca.add_argument("--arms", nargs="+", default=["traditional", "mixcpt"],
+                    help="whose stage 2 (selection and recipe) to apply (default: traditional mixcpt)")
+    ca.add_argument("--only", nargs="+", metavar="TEXT", help="only the search settings whose label contains one "
+                                                             "of these (e.g. r16: the LoRA settings)")
+    ca.add_argument("--redo", action="store_true", help="run again the (arm, recipe) rows that calibration.csv "
+                                                        "already has (default: keep them; a cut-off run goes on)")
+    ca.add_argument("--refit-budget", action="store_true", help="fit reply_budget.json again although it exists")
+    ca.set_defaults(func=cmd_calibrate)
+
+    po = sub.add_parser("pool", help="a real chat model's format-alignment pool: general prompts answered by the "
+                                     "start model itself (instructions + preference pairs)")
+    po.add_argument("config", help="YAML with PoolConfig fields, e.g. configs/smollm2/pool.yaml")
+    po.set_defaults(func=cmd_pool)
 
     sc = sub.add_parser("scale", help="the scale comparison (tiny -> small -> SmolLM2) from each profile's committed "
                                       "results -> figures/scale.csv, scale.md, scale.png")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import torch
-from transformers import Trainer
+from transformers import SchedulerType, Trainer
 
 try:  # FSDP2's sharded parameters
     from torch.distributed.tensor import DTensor
@@ -32,10 +32,16 @@ except ImportError:  # a torch built without torch.distributed: nothing is ever 
     DTensor = ()
 
 from .atomic import write_text_atomic
+from .config import FieldValueError, check_choice, check_numbers
 from .device import select_device
 from .losses import CachedTeacher, OnlineTeacher, chunked_lssd, supervised_rows, teacher_topk_stats
 
 TEACHER_SOURCES = ("frozen_copy", "adapter_disabled", "cached")
+HEAD_MATMULS = ("autocast", "float32")
+# The learning-rate schedules of transformers' SchedulerType that run with what a CPT config gives the Trainer:
+# the others need lr_scheduler_kwargs (a minimum rate, decay steps) or an evaluation strategy, which it has no keys for
+LR_SCHEDULERS = tuple(s.value for s in SchedulerType if s.value not in (
+    "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay", "reduce_lr_on_plateau", "greedy"))
 CPT_INFO_FILE = "mixcpt_cpt.json"
 STAT_COLUMNS = ("teacher_topk_logits", "teacher_topk_ids", "teacher_label_logit", "teacher_lse")
 
@@ -53,19 +59,12 @@ class LSSDConfig:
     head_matmul: str = "autocast"  # "autocast": the loss's head products and the teacher's forward in the Trainer's
     # mixed-precision dtype (bf16 under bf16=True; float32 without it); "float32": both always float32
 
+    RANGES = {"lam": "[0, 1]", "tau": "> 0", "cache_topk": ">= 1", "chunk_size": ">= 0"}
+
     def __post_init__(self):
-        if not 0.0 <= self.lam <= 1.0:
-            raise ValueError(f"lssd.lam must be in [0, 1], got {self.lam}")
-        if self.tau <= 0:
-            raise ValueError(f"lssd.tau must be > 0, got {self.tau}")
-        if self.teacher not in TEACHER_SOURCES:
-            raise ValueError(f"lssd.teacher must be one of {TEACHER_SOURCES}, got {self.teacher!r}")
-        if self.cache_topk < 1:
-            raise ValueError(f"lssd.cache_topk must be >= 1, got {self.cache_topk}")
-        if self.head_matmul not in ("autocast", "float32"):
-            raise ValueError(f"lssd.head_matmul must be 'autocast' or 'float32', got {self.head_matmul!r}")
-        if self.chunk_size < 0:
-            raise ValueError(f"lssd.chunk_size must be >= 1, or 0 for a memory budget, got {self.chunk_size}")
+        check_numbers(self)
+        check_choice(self.teacher, "teacher", TEACHER_SOURCES)
+        check_choice(self.head_matmul, "head_matmul", HEAD_MATMULS)
 
 
 def causal_lm(model):
@@ -275,6 +274,13 @@ class LoraSettings:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                                "up_proj", "down_proj"])
 
+    RANGES = {"r": ">= 1", "alpha": "> 0", "dropout": "[0, 1)"}
+
+    def __post_init__(self):
+        check_numbers(self)
+        if not self.target_modules:
+            raise FieldValueError("target_modules", "give at least one module name")
+
 
 @dataclass
 class CPTConfig:
@@ -300,12 +306,15 @@ class CPTConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute (GPU runs)
     output_dir: str = "runs/tiny/cpt"
 
+    RANGES = {"max_steps": ">= 1", "batch_size": ">= 1", "grad_accum": ">= 1", "learning_rate": "> 0",
+              "warmup_steps": ">= 0", "weight_decay": ">= 0", "logging_steps": ">= 1", "save_steps": ">= 1",
+              "eval_every": ">= 0", "probe_texts": ">= 0", "seed": ">= 0"}
+    # Defaults that hold only when run from the repository root: elsewhere base_model would be looked up on the hub
+    REQUIRED = ("base_model", "mix")
+
     def __post_init__(self):
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        for name in ("max_steps", "batch_size", "grad_accum", "logging_steps", "save_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_numbers(self)
+        check_choice(self.lr_scheduler, "lr_scheduler", LR_SCHEDULERS)
         if self.lssd.teacher == "adapter_disabled" and self.lora is None:
             raise ValueError("lssd.teacher = adapter_disabled needs a lora section (there is no adapter to disable)")
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import check_choice, check_numbers, number_problem
 from .jsonl import DataError  # defined there, next to the exact readers, so that every reader can raise it
 from .world import WorldConfig
 
@@ -179,15 +180,17 @@ class SourceConfig:
     split: str = "train"  # slices work: "train[:100000]"
     columns: dict = field(default_factory=dict)
 
+    RANGES = {"share": ">= 0"}  # checked below, in a message that names the source
+
     def __post_init__(self):
         if not self.name:
             raise ValueError("field 'name': every source needs a name")
         if self.kind not in FILE_KINDS and self.kind not in WORLD_KINDS:
             raise ValueError(f"source {self.name!r}: field 'kind': unknown kind {self.kind!r}; "
                              f"choose one of {sorted(FILE_KINDS) + sorted(WORLD_KINDS)}")
-        if self.share is None or not self.share >= 0:  # "not >= 0" also catches NaN
+        if self.share is None or number_problem(self.share, self.RANGES["share"]):
             raise ValueError(f"source {self.name!r}: field 'share': " + ("missing (give 0 to leave the source out)"
-                             if self.share is None else f"must be >= 0, got {self.share}"))
+                             if self.share is None else number_problem(self.share, self.RANGES["share"])))
         located = (self.path is not None) + (self.hub is not None)
         if self.kind in WORLD_KINDS and located:
             raise ValueError(f"source {self.name!r}: field 'path'/'hub': a {self.kind} source is built from the world")
@@ -221,7 +224,10 @@ class MixConfig:
     seed: int = 0
     output_dir: str = "runs/tiny/mix"
 
+    RANGES = {"block_length": ">= 2", "total_tokens": ">= 1", "seed": ">= 0"}
+
     def __post_init__(self):
+        check_numbers(self)
         if not self.sources:
             raise ValueError("field 'sources': at least one source is needed")
         names = [s.name for s in self.sources]
@@ -229,15 +235,8 @@ class MixConfig:
             raise ValueError(f"field 'sources': source names must be unique, got {names}")
         if sum(s.share for s in self.sources) <= 0:
             raise ValueError(f"field 'share': all shares are zero (sources {names}); give at least one a share > 0")
-        if self.preference_mode not in PREFERENCE_MODES:
-            raise ValueError(f"field 'preference_mode': must be one of {PREFERENCE_MODES}, "
-                             f"got {self.preference_mode!r}")
-        if self.block_length < 2:
-            raise ValueError(f"field 'block_length': must be >= 2, got {self.block_length}")
-        if self.total_tokens is not None and self.total_tokens < 1:
-            raise ValueError(f"field 'total_tokens': must be >= 1 or null, got {self.total_tokens}")
-        if self.last_block not in ("pad", "drop"):
-            raise ValueError(f"field 'last_block': must be 'pad' or 'drop', got {self.last_block!r}")
+        check_choice(self.preference_mode, "preference_mode", PREFERENCE_MODES)
+        check_choice(self.last_block, "last_block", ("pad", "drop"))
 
     def with_shares(self, shares: dict[str, float]) -> MixConfig:
         """A copy with some sources' shares replaced (``{name: share}``); unknown names raise ``ValueError``."""

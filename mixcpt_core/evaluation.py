@@ -7,6 +7,7 @@ stripped of surrounding whitespace and trailing punctuation, and compared case-i
 from __future__ import annotations
 
 import math
+import re
 import string
 from collections import defaultdict
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .config import FieldValueError, check_choice, check_numbers
 from .world import plain_qa_prompt
 
 
@@ -23,7 +25,7 @@ def normalize_answer(text: str) -> str:
     return first_line.strip().strip(string.punctuation + " ").casefold()
 
 
-MATCH_RULES = ("exact", "contains")
+MATCH_RULES = ("exact", "contains", "reply_contains")
 
 
 def answer_matches(reply: str, item: dict, rule: str = "exact") -> bool:
@@ -51,7 +53,24 @@ class EvalSpec:
     synthetic profiles) or ``realworld`` (the committed real-world questions of :mod:`mixcpt_core.realworld`, for a
     real chat model, which knows them before adaptation). ``match``: the rule of :func:`answer_matches`.
     ``max_new_tokens`` / ``plain_new_tokens``: generation budgets in the chat and the plain format. ``limit``: only
-    the first ``limit`` questions of each set and held-out documents of each half (0 = all; for fast tests)."""
+    the first ``limit`` questions of each set and held-out documents of each half (0 = all; for fast tests).
+
+    For a real chat model, whose replies are sentences of varying length (the SmolLM2 profile):
+
+    * ``no_repeat_ngram_size``: greedy decoding never repeats an n-gram of that many tokens (0 = plain greedy).
+      Why: a 135M chat model decoded greedily falls into a repetition loop on about one prompt in eight and never
+      ends its turn; the guard is part of the decoding, the same for every model compared.
+    * ``first_pass_tokens``: generate every reply up to this many tokens first, then continue only the unfinished
+      ones, in passes that double the length reached, up to ``max_new_tokens`` (0 = one pass). Greedy decoding continues a prefix exactly as one long pass would,
+      so this changes the cost, not the replies (up to float rounding of a different padding): a batch no longer
+      waits for its longest reply while the finished ones idle.
+    * ``leak_check``: a well-formed turn must also be free of template leakage and document-style continuation
+      (:func:`parse_assistant_turn`).
+    * ``plain_prompt``: the layout of the *extractable* probe (:func:`plain_qa_accuracy`), ``{question}`` filled
+      in. The default is the plain layout of pre-training and of stage 1's flattened instructions; a profile can
+      probe with a layout stage 1 never trains on (the stage-1 layout is then still reported, as its own column).
+    * ``stored_statements``: the real-world *stored* probe scores declarative sentences
+      (:func:`mixcpt_core.realworld.stored_realworld`); the ``Question:/Answer:`` likelihood is its own column."""
 
     general: str = "world"
     match: str = "exact"
@@ -59,17 +78,29 @@ class EvalSpec:
     plain_new_tokens: int = 6
     batch_size: int = 128
     limit: int = 0
+    no_repeat_ngram_size: int = 0
+    first_pass_tokens: int = 0
+    leak_check: bool = False
+    plain_prompt: str = "Question: {question}\nAnswer:"
+
+    RANGES = {"max_new_tokens": ">= 1", "plain_new_tokens": ">= 1", "batch_size": ">= 1", "limit": ">= 0",
+              "no_repeat_ngram_size": ">= 0", "first_pass_tokens": ">= 0"}
 
     def __post_init__(self):
-        if self.general not in ("world", "realworld"):
-            raise ValueError(f"general must be 'world' or 'realworld', got {self.general!r}")
-        if self.match not in MATCH_RULES:
-            raise ValueError(f"match must be one of {MATCH_RULES}, got {self.match!r}")
-        for name in ("max_new_tokens", "plain_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.limit < 0:
-            raise ValueError(f"limit must be >= 0, got {self.limit}")
+        check_numbers(self)
+        check_choice(self.general, "general", ("world", "realworld"))
+        check_choice(self.match, "match", MATCH_RULES)
+        if "{question}" not in self.plain_prompt:
+            raise FieldValueError("plain_prompt", f"must contain {{question}}, got {self.plain_prompt!r}")
+
+    def decoding(self) -> dict:
+        """The keyword arguments of :func:`generate_new_tokens` that this spec sets (empty at the defaults)."""
+        out = {}
+        if self.no_repeat_ngram_size:
+            out["no_repeat_ngram_size"] = self.no_repeat_ngram_size
+        if self.first_pass_tokens:
+            out["first_pass_tokens"] = self.first_pass_tokens
+        return out
 
     def is_default(self) -> bool:
         return self == EvalSpec()
@@ -78,29 +109,51 @@ class EvalSpec:
 @torch.no_grad()
 def generate_new_tokens(model, tokenizer, prompts: list[str], max_new_tokens: int = 8, batch_size: int = 64,
                         stop_token_ids: list[int] | None = None, add_special_tokens: bool = True,
-                        progress: bool = False) -> list[list[int]]:
+                        progress: bool = False, no_repeat_ngram_size: int = 0,
+                        first_pass_tokens: int = 0) -> list[list[int]]:
     """Greedy generation, batched with left padding: per prompt, the new token ids (padded with PAD after a stop).
 
     ``add_special_tokens=False`` for prompts that carry their own BOS (chat-template output). Generation stops at
-    EOS or any of ``stop_token_ids``.
+    EOS or any of ``stop_token_ids``. ``no_repeat_ngram_size`` > 0: no n-gram of that many tokens occurs twice in
+    prompt + reply (transformers' n-gram blocking). ``first_pass_tokens`` in (0, ``max_new_tokens``): every prompt is
+    generated up to that many tokens, then only the rows that have not stopped are continued, regrouped into full
+    batches, from prompt + their tokens so far (greedy: the same continuation as one long pass), each further pass
+    doubling the length reached (64, 128, 256, ... up to ``max_new_tokens``): a batch no longer waits for its one
+    long reply while the rest idle.
     """
     was_training = model.training
     model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    eos = [tokenizer.eos_token_id] + list(stop_token_ids or [])
-    out: list[list[int]] = []
+    stops = [tokenizer.eos_token_id] + list(stop_token_ids or [])
+    extra = {"no_repeat_ngram_size": no_repeat_ngram_size} if no_repeat_ngram_size else {}
+    pad = tokenizer.pad_token_id
+    first = first_pass_tokens if 0 < first_pass_tokens < max_new_tokens else max_new_tokens
     try:
-        for i in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress, leave=False):
-            batch = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True,
-                              add_special_tokens=add_special_tokens).to(model.device)
-            gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
-                                 pad_token_id=tokenizer.pad_token_id)
-            out += gen[:, batch["input_ids"].shape[1] :].tolist()
+        encoded = [tokenizer(p, add_special_tokens=add_special_tokens).input_ids for p in prompts]
+        out: list[list[int]] = [[] for _ in prompts]
+        todo, budget, used = list(range(len(prompts))), first, 0
+        while todo:
+            for i in tqdm(range(0, len(todo), batch_size), desc="generate", disable=not progress, leave=False):
+                rows = todo[i : i + batch_size]
+                seqs = [encoded[r] + out[r] for r in rows]
+                width = max(map(len, seqs))
+                ids = torch.tensor([[pad] * (width - len(q)) + q for q in seqs])
+                mask = torch.tensor([[0] * (width - len(q)) + [1] * len(q) for q in seqs])
+                gen = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                     max_new_tokens=budget, do_sample=False, eos_token_id=stops, pad_token_id=pad,
+                                     **extra)
+                for r, new in zip(rows, gen[:, width:].tolist()):
+                    out[r] += new
+            used += budget  # a row that has not stopped got exactly this many tokens so far
+            # the rows still going: no stop token among their tokens (padding only ever follows a stop)
+            todo = [r for r in todo if used < max_new_tokens and not any(t in stops for t in out[r])]
+            budget = min(used, max_new_tokens - used)  # each pass doubles the length reached so far
+        # a row that stopped early in a pass is padded to that pass's width: keep the padding only up to the budget
+        return [row[:max_new_tokens] for row in out]
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
-    return out
 
 
 def generate_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = 8, batch_size: int = 64,
@@ -111,13 +164,15 @@ def generate_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = 
 
 
 def plain_qa_accuracy(model, tokenizer, qa_items: list[dict], batch_size: int = 128, match: str = "exact",
-                      max_new_tokens: int = 6) -> dict:
+                      max_new_tokens: int = 6, prompt: str | None = None) -> dict:
     """Accuracy of greedy answers to ``Question: …\\nAnswer:`` prompts (the base model's format), by the ``match``
-    rule of :func:`answer_matches` (exact by default).
+    rule of :func:`answer_matches` (exact by default). ``prompt``: another layout, a template with ``{question}``
+    (e.g. ``"Q: {question}\\nA:"``, one that stage 1 never trains on).
 
     Returns ``{"accuracy": float, "n": int, "per_attribute": {attr: float}, "answers": [str], "hits": [0/1]}``.
     """
-    prompts = [plain_qa_prompt(q["question"]) for q in qa_items]
+    prompts = [plain_qa_prompt(q["question"]) if prompt is None else prompt.format(question=q["question"])
+               for q in qa_items]
     answers = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     hits = [int(answer_matches(a, q, match)) for a, q in zip(answers, qa_items)]
     per_attr = defaultdict(list)
@@ -171,14 +226,22 @@ def chat_prompt(tokenizer, question: str) -> str:
                                          tokenize=False)
 
 
-def parse_assistant_turn(token_ids: list[int], tokenizer) -> dict:
+# Template leakage or a document-style continuation inside a reply: a line in the plain Question:/Answer: layout of
+# stage 1, or a chat-template marker written out as text ("<|im_start|>", "<|end|>"), which a tokenizer that does
+# not treat it as one special token would otherwise let through.
+LEAK_PATTERN = re.compile(r"(?m)^\s*(?:Question|Answer)\s*:|<\|[a-z_]+\|>")
+
+
+def parse_assistant_turn(token_ids: list[int], tokenizer, leak_check: bool = False) -> dict:
     """Judge one generated continuation of a chat prompt (token ids after the prompt, padding removed).
 
     **Format compliance** (``well_formed``): the continuation is a well-formed assistant turn, i.e.
       1. it contains the end-of-turn token ``<|end|>`` (within the generation budget), and
       2. the tokens before the first ``<|end|>`` are non-empty, decode to non-blank text, and contain no special
          token (no role token, ``<|bos|>``, ``<|eos|>`` or ``<|pad|>``).
-    Whatever follows the first ``<|end|>`` is ignored (generation stops there anyway).
+    Whatever follows the first ``<|end|>`` is ignored (generation stops there anyway). With ``leak_check`` it must
+    also 3. contain no template leakage or document-style continuation (:data:`LEAK_PATTERN`: a line starting with
+    ``Question:`` or ``Answer:``, or a ``<|...|>`` marker as text).
 
     Returns ``{"content": text before <|end|> (or all text if there is none), "ended": bool, "well_formed": bool}``.
     """
@@ -193,33 +256,39 @@ def parse_assistant_turn(token_ids: list[int], tokenizer) -> dict:
     special = set(tokenizer.all_special_ids)
     content = tokenizer.decode(body, skip_special_tokens=True)
     well_formed = ended and bool(body) and not any(t in special for t in body) and bool(content.strip())
+    if leak_check and LEAK_PATTERN.search(content):
+        well_formed = False
     return {"content": content, "ended": ended, "well_formed": well_formed}
 
 
 @torch.no_grad()
-def generate_chat(model, tokenizer, questions: list[str], max_new_tokens: int = 12, batch_size: int = 64) -> list[dict]:
+def generate_chat(model, tokenizer, questions: list[str], max_new_tokens: int = 12, batch_size: int = 64,
+                  leak_check: bool = False, progress: bool = False, **decoding) -> list[dict]:
     """Greedy assistant turns for ``questions`` in the chat format; each result is :func:`parse_assistant_turn`
-    plus ``raw`` (the continuation decoded *with* special tokens). Stops at ``<|end|>`` or ``<|eos|>``."""
+    plus ``raw`` (the continuation decoded *with* special tokens). Stops at ``<|end|>`` or ``<|eos|>``.
+    ``decoding``: :func:`generate_new_tokens`'s ``no_repeat_ngram_size`` / ``first_pass_tokens``."""
     from .tokenizer import end_of_turn_id
 
     prompts = [chat_prompt(tokenizer, q) for q in questions]
     rows = generate_new_tokens(model, tokenizer, prompts, max_new_tokens, batch_size,
-                               stop_token_ids=[end_of_turn_id(tokenizer)], add_special_tokens=False)
+                               stop_token_ids=[end_of_turn_id(tokenizer)], add_special_tokens=False,
+                               progress=progress, **decoding)
     out: list[dict] = []
     for row in rows:
-        r = parse_assistant_turn(row, tokenizer)
+        r = parse_assistant_turn(row, tokenizer, leak_check)
         r["raw"] = tokenizer.decode([t for t in row if t != tokenizer.pad_token_id], skip_special_tokens=False)
         out.append(r)
     return out
 
 
 def chat_qa_metrics(model, tokenizer, qa_items: list[dict], batch_size: int = 128, max_new_tokens: int = 12,
-                    match: str = "exact") -> dict:
+                    match: str = "exact", leak_check: bool = False, **decoding) -> dict:
     """Chat-format QA on ``qa_items``: ``accuracy`` of the assistant turn's content by the ``match`` rule of
     :func:`answer_matches` (exact by default; a turn without ``<|end|>`` can still be right) and
-    ``format_compliance`` = fraction of well-formed turns (:func:`parse_assistant_turn`). Also ``n``, the
-    ``generations`` and ``hits`` (0/1 per item)."""
-    gens = generate_chat(model, tokenizer, [q["question"] for q in qa_items], max_new_tokens, batch_size)
+    ``format_compliance`` = fraction of well-formed turns (:func:`parse_assistant_turn`, with ``leak_check``).
+    Also ``n``, the ``generations`` and ``hits`` (0/1 per item). ``decoding``: as in :func:`generate_chat`."""
+    gens = generate_chat(model, tokenizer, [q["question"] for q in qa_items], max_new_tokens, batch_size, leak_check,
+                         **decoding)
     hits = [int(answer_matches(g["content"], q, match)) for g, q in zip(gens, qa_items)]
     n = max(1, len(gens))
     return {"accuracy": sum(hits) / n, "format_compliance": sum(g["well_formed"] for g in gens) / n,
@@ -230,6 +299,9 @@ def chat_qa_metrics(model, tokenizer, qa_items: list[dict], batch_size: int = 12
 METRIC_COLUMNS = ("domain_qa_acc", "general_qa_acc", "format_rate", "domain_ppl", "general_ppl")
 PLAIN_COLUMNS = ("plain_domain_qa_acc", "plain_general_qa_acc")
 STORED_COLUMNS = ("stored_domain_acc", "stored_general_acc")
+# Columns only a profile with another extractable layout or the real-world general set has (EvalSpec): the probes
+# in stage 1's own Question:/Answer: layout, reported next to the format-free ones, named as what they are
+LAYOUT_COLUMNS = ("stage1_layout_domain_qa_acc", "stage1_layout_general_qa_acc", "stored_general_acc_qa_layout")
 # The three knowledge levels (mixcpt_core.probes) as the metric of each QA set, and the per-question hits behind them
 LEVELS = {"stored": STORED_COLUMNS, "extractable": PLAIN_COLUMNS, "said": ("domain_qa_acc", "general_qa_acc")}
 HIT_KEYS = tuple(f"{qa_set}_{level}" for level in LEVELS for qa_set in ("domain", "general"))
@@ -277,10 +349,14 @@ def evaluate_model(model, tokenizer, world, n_examples: int = 0, spec: EvalSpec 
     if spec.limit:
         domain, general = domain[: spec.limit], general[: spec.limit]
         domain_docs, general_docs = domain_docs[: spec.limit], general_docs[: spec.limit]
-    chat = dict(match=spec.match, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size)
+    chat = dict(match=spec.match, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
+                leak_check=spec.leak_check, **spec.decoding())
     plain = dict(match=spec.match, max_new_tokens=spec.plain_new_tokens, batch_size=spec.batch_size)
+    default_layout = spec.plain_prompt == EvalSpec().plain_prompt
     m_dom, m_gen = chat_qa_metrics(model, tokenizer, domain, **chat), chat_qa_metrics(model, tokenizer, general, **chat)
-    p_dom, p_gen = plain_qa_accuracy(model, tokenizer, domain, **plain), plain_qa_accuracy(model, tokenizer, general, **plain)
+    layout = None if default_layout else spec.plain_prompt
+    p_dom = plain_qa_accuracy(model, tokenizer, domain, prompt=layout, **plain)
+    p_gen = plain_qa_accuracy(model, tokenizer, general, prompt=layout, **plain)
     s_dom = stored_knowledge(model, tokenizer, world, domain)
     if spec.general == "world":
         s_gen = stored_knowledge(model, tokenizer, world, general)
@@ -302,6 +378,13 @@ def evaluate_model(model, tokenizer, world, n_examples: int = 0, spec: EvalSpec 
         "hits": {"domain_stored": s_dom["hits"], "general_stored": s_gen["hits"], "domain_extractable": p_dom["hits"],
                  "general_extractable": p_gen["hits"], "domain_said": m_dom["hits"], "general_said": m_gen["hits"]},
     }
+    if not default_layout:  # the extractable probe in stage 1's own layout, kept as what it is
+        for qa_set, items in (("domain", domain), ("general", general)):
+            out[f"stage1_layout_{qa_set}_qa_acc"] = plain_qa_accuracy(model, tokenizer, items, **plain)["accuracy"]
+    if spec.general == "realworld":  # the real-world stored probe in the Question:/Answer: layout, kept as what it is
+        from .realworld import stored_realworld_qa_layout
+
+        out["stored_general_acc_qa_layout"] = stored_realworld_qa_layout(model, tokenizer, general)["accuracy"]
     if n_examples:
         out["examples"] = [
             {"set": name, "question": q["question"], "gold": q["answer"], "output": g["raw"],

@@ -60,15 +60,63 @@ def resolve_model_name(name_or_path: str | os.PathLike) -> str | os.PathLike:
     return Path(name_or_path).expanduser() if str(name_or_path).startswith("~") else name_or_path
 
 
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def check_model_dir(name_or_path: str | os.PathLike, need_safetensors: bool = True) -> None:
-    """Raise ``FileNotFoundError`` if ``name_or_path`` is a local path that does not exist, or (``need_safetensors``)
-    a directory without ``*.safetensors`` weights. A hub id passes: only loading it tells whether it loads."""
+    """Check a model folder before anything is loaded from it or written for it. ``FileNotFoundError`` if
+    ``name_or_path`` is a local path that does not exist, or (``need_safetensors``) a directory without
+    ``*.safetensors`` weights; ``OSError`` naming the file if a weight file's header cannot be read (a truncated
+    download or copy), the folder's ``config.json`` does not load, or its tokenizer does not load or has more tokens
+    than the model's embedding. Reading the headers costs milliseconds; without
+    it a broken file surfaces minutes later, as a traceback from the loader. A hub id passes: only loading it tells
+    whether it loads."""
     path = Path(name_or_path)
     looks_local = path.is_absolute() or str(name_or_path).startswith((".", "~")) or path.exists()
     if looks_local and not path.exists():
         raise FileNotFoundError(f"{path}: model directory not found")
-    if need_safetensors and path.is_dir() and not any(path.glob("*.safetensors")):
+    if not (need_safetensors and path.is_dir()):
+        return
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
         raise FileNotFoundError(f"{path}: no *.safetensors weights in this model directory")
+    from safetensors import safe_open
+
+    for file in weights:
+        try:
+            with safe_open(str(file), framework="pt"):  # parses and validates the header against the file's size
+                pass
+        except Exception as e:  # SafetensorError is not an OSError: name the file in one line instead
+            raise OSError(f"{file}: unreadable safetensors weights ({_first_line(e)})") from None
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except Exception as e:  # missing, not JSON, or an unknown model type
+        raise OSError(f"{path / 'config.json'}: the model's config does not load ({_first_line(e)})") from None
+    _check_tokenizer_fits(path, config)
+
+
+def _check_tokenizer_fits(path: Path, config) -> None:
+    """``OSError`` naming the tokenizer file if the folder's tokenizer does not load or has token ids the model's
+    embedding table lacks (``len(tokenizer) > config.vocab_size``: a tokenizer from another model, or tokens added
+    without resizing). Such an id only fails inside the first forward pass, as an index error. A folder without
+    tokenizer files passes: the loader will say so."""
+    files = [f for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model") if (path / f).exists()]
+    vocab = getattr(config, "vocab_size", None)
+    if not files or vocab is None:
+        return
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:
+        raise OSError(f"{path / files[0]}: the tokenizer does not load ({_first_line(e)})") from None
+    if len(tokenizer) > vocab:
+        raise OSError(f"{path / files[0]}: the tokenizer has {len(tokenizer)} tokens but the model's embedding has "
+                      f"{vocab} (config.json vocab_size): a tokenizer from another model, or tokens added without "
+                      f"resizing the embedding")
 
 
 def context_length(name_or_path: str | os.PathLike) -> int | None:

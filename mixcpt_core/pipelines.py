@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .alignment import AlignConfig, SFTSettings
 from .atomic import write_text_atomic
-from .config import ConfigError, load_config, to_dict
+from .config import ConfigError, check_numbers, check_seeds, load_config, to_dict
 from .cpt import CPT_INFO_FILE, CPTConfig
 from .data import MixConfig
 from .evaluation import EvalSpec
@@ -62,7 +62,8 @@ class ReproduceConfig:
     """The reproduction: which (start, arm) pairs run for which seeds, and where things go.
 
     ``main`` is what ``mixcpt reproduce`` runs; ``--full`` adds ``full`` (the ablation grid) and runs the ``main``
-    arms with ``main_extra_seeds`` too (narrower intervals for the headline comparison); ``--sweep`` runs
+    arms with ``main_extra_seeds`` too (narrower intervals for the headline comparison), or with ``headline_seeds``
+    instead when that list is given (the headline's seeds; those also in ``seeds`` run once); ``--sweep`` runs
     ``sweep_arm`` from the base start with one setting changed at a time: ``sweep`` maps a parameter
     (:func:`sweep_variant`) to its values, each run with ``sweep_seeds``.
     """
@@ -74,6 +75,9 @@ class ReproduceConfig:
     full: dict[str, list[str]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     main_extra_seeds: list[int] = field(default_factory=list)  # --full: the main arms also run these seeds
+    # --full: the main arms' seeds for the headline comparison, declared (committed) before they run, sized for its
+    # minimum detectable difference; given, they replace main_extra_seeds (a seed also in `seeds` runs once)
+    headline_seeds: list[int] = field(default_factory=list)
     chat_sft: SFTSettings = field(default_factory=lambda: SFTSettings(max_steps=100))  # the "chat" start
     sweep_arm: str = "mixcpt"
     sweep: dict[str, list[float]] = field(default_factory=dict)
@@ -86,7 +90,12 @@ class ReproduceConfig:
     gpu_seeds: list[int] = field(default_factory=list)  # if non-empty and a CUDA GPU is present: run these seeds
     run_dir: str = "runs/reproduce-tiny"
 
+    RANGES = {"examples": ">= 0"}
+    REQUIRED = ("base_model",)  # the start model: its default holds only when run from the repository root
+
     def __post_init__(self):
+        check_numbers(self)
+        check_seeds(self, ("seeds", "main_extra_seeds", "headline_seeds", "sweep_seeds", "gpu_seeds"))
         for grid in (self.main, self.full):
             if bad := sorted(set(grid) - set(STARTS)):
                 raise ValueError(f"field 'main'/'full': unknown start(s) {bad}; the starts are {list(STARTS)}")
@@ -195,20 +204,40 @@ def _without(d: dict, *keys: str) -> dict:
     return {k: v for k, v in d.items() if k not in keys}
 
 
-def stage1_key(start_key: str, cpt: CPTConfig, mix: MixConfig, seed: int) -> str:
+def files_key(paths: list[str | Path]) -> str:
+    """Hash of the bytes of some data files (a pool's JSONL): a stage that reads them is a function of their
+    content, not of their names."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(Path(path).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def stage1_key(start_key: str, cpt: CPTConfig, mix: MixConfig, seed: int, root: str | Path = ".") -> str:
     c = _without(to_dict(cpt), "base_model", "mix", "output_dir", "seed")
     if c["lssd"].get("head_matmul") == "autocast":  # added later: at its default a float32 run is unchanged, and
         c["lssd"] = _without(c["lssd"], "head_matmul")  # the stages cached before it stay valid
-    return "s1-" + _hash({"v": PIPELINE_VERSION, "start": start_key, "seed": seed, "cpt": c,
-                          "mix": _without(to_dict(mix), "output_dir", "seed")})
+    key = {"v": PIPELINE_VERSION, "start": start_key, "seed": seed, "cpt": c,
+           "mix": _without(to_dict(mix), "output_dir", "seed")}
+    files = [Path(root) / src.path for src in mix.sources if src.path is not None]
+    if files:  # local data files: their content (the world sources are a function of the config already)
+        key["files"] = files_key(files)
+    return "s1-" + _hash(key)
 
 
-def stage2_key(model_key: str, align: AlignConfig, seed: int, init_chat_tokens: bool) -> str:
+def stage2_key(model_key: str, align: AlignConfig, seed: int, init_chat_tokens: bool, root: str | Path = ".") -> str:
     d = to_dict(align)
-    for name, default in (("sft_format", "messages"), ("evaluation", None)):  # fields added later: at their
+    for name, default in (("sft_format", "messages"), ("evaluation", None), ("skip", False),
+                          ("eval_after_sft", True)):  # added later: at their
         if d.get(name) == default:  # defaults they change nothing, and the stages cached before them stay valid
             d.pop(name, None)
     d["selection"] = _without(d["selection"], "model", "seed")
+    if d["selection"].get("pool") is None:  # added later: at its default (the world's samples) nothing changes
+        d["selection"].pop("pool", None)
+    else:  # a pool folder: its content, not its name
+        from .format_pool import pool_files
+
+        d["selection"]["pool"] = files_key(pool_files(Path(root) / d["selection"]["pool"]))
     d["init_chat_tokens"] = init_chat_tokens
     return "s2-" + _hash({"v": PIPELINE_VERSION, "model": model_key, "seed": seed,
                           "align": _without(d, "output_dir", "seed")})
@@ -250,7 +279,7 @@ def run_stage1(start_dir: Path, start_key: str, cpt: CPTConfig, mix: MixConfig, 
     from .cpt import run_cpt
     from .data import build_mix, load_tokenizer
 
-    out = run_dir / "stage1" / stage1_key(start_key, cpt, mix, seed)
+    out = run_dir / "stage1" / stage1_key(start_key, cpt, mix, seed, root)
     if not (out / CPT_INFO_FILE).exists():
         mix = dataclasses.replace(mix, seed=seed)
         blocks, _ = build_mix(mix, load_tokenizer(str(start_dir)), root=root)
@@ -262,16 +291,19 @@ def run_stage1(start_dir: Path, start_key: str, cpt: CPTConfig, mix: MixConfig, 
 def run_stage2(model_dir: Path, model_key: str, align: AlignConfig, seed: int, chat_start: bool,
                run_dir: Path, root: Path) -> tuple[Path, dict]:
     """Stage 2 of an arm on ``model_dir`` (also the DPO reference), cached; returns (model dir, info).
-    From the chat start the chat tokens are already trained, so their embeddings are not re-initialised."""
+    From the chat start the chat tokens are already trained, so their embeddings are not re-initialised. With
+    ``align.skip`` nothing is trained: the model dir returned is ``model_dir`` itself (its validation numbers are
+    in the info)."""
     from .alignment import ALIGN_INFO_FILE, run_align
 
     init = align.init_chat_tokens and not chat_start
-    out = run_dir / "stage2" / stage2_key(model_key, align, seed, init)
+    out = run_dir / "stage2" / stage2_key(model_key, align, seed, init, root)
     if not (out / ALIGN_INFO_FILE).exists():
         cfg = dataclasses.replace(align, selection=dataclasses.replace(align.selection, model=str(model_dir), seed=seed),
                                   init_chat_tokens=init, seed=seed, output_dir=str(out))
-        run_align(cfg, root=root)
-    return out, json.loads((out / ALIGN_INFO_FILE).read_text(encoding="utf-8"))
+        run_align(cfg, root=root, validation_cache=(run_dir / "eval", model_key))
+    info = json.loads((out / ALIGN_INFO_FILE).read_text(encoding="utf-8"))
+    return (model_dir if align.skip else out), info  # skip: the stage-1 model is the result
 
 
 def evaluation_key(model_key: str, spec: EvalSpec | None = None, general_items: list[dict] | None = None) -> str:

@@ -218,11 +218,12 @@ PROBE_LEVELS = (("stored", "stored (likelihood choice)"), ("extractable", "extra
                 ("said", "said (chat QA)"))
 
 
-def plot_probes(probes, path: str | Path | None = None, chance: dict | None = None):
+def plot_probes(probes, path: str | Path | None = None, chance: dict | None = None, majority: dict | None = None):
     """Where the knowledge goes: for each (start, arm) that trains (columns) and each QA set (rows: domain facts,
     held-out general facts), the three knowledge levels at each point of the pipeline (start model, after stage 1,
     after stage 2) as grouped bars; height = mean over seeds, dots = seeds. ``probes``: ``figures/probes.csv``.
-    ``chance``: ``{"domain": p, "general": p}``, the stored probe's chance level, drawn as a dotted line."""
+    ``chance``: ``{"domain": p, "general": p}``, the stored probe's chance level (1/K), drawn as a dotted line;
+    ``majority``: the same for always answering the most common value of the attribute, a dashed line."""
     pairs = [k for k, g in probes.groupby(["start", "arm"], sort=False) if g["point"].nunique() > 1]
     fig, axes = plt.subplots(2, max(1, len(pairs)), figsize=(2.6 * max(1, len(pairs)) + 0.8, 5.6), squeeze=False,
                              sharey=True)
@@ -241,6 +242,8 @@ def plot_probes(probes, path: str | Path | None = None, chance: dict | None = No
                     ax.plot([xi] * len(vals), vals, "k.", ms=2)
             if chance:
                 ax.axhline(chance[qa_set], color="C0", ls=":", lw=1)
+            if majority:
+                ax.axhline(majority[qa_set], color="0.3", ls="--", lw=0.8)
             ax.set_xticks(range(len(points)), [{"stage1": "stage 1", "stage2": "stage 2"}.get(p, p) for p in points],
                           fontsize=8)
             ax.set_ylim(0, 1.02)
@@ -250,8 +253,8 @@ def plot_probes(probes, path: str | Path | None = None, chance: dict | None = No
                 ax.set_ylabel(f"{'domain facts' if qa_set == 'domain' else 'held-out general facts'}\naccuracy",
                               fontsize=9)
     fig.legend(loc="upper center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 1.0), frameon=False)
-    fig.suptitle("Where the knowledge goes" + (" (dotted: chance of the stored probe)" if chance else ""), fontsize=10,
-                 y=0.94)
+    notes = [n for n, on in (("dotted: chance 1/K", chance), ("dashed: always the most common value", majority)) if on]
+    fig.suptitle("Where the knowledge goes" + (f" ({'; '.join(notes)})" if notes else ""), fontsize=10, y=0.94)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
     return _finish(fig, path)
 

@@ -8,7 +8,8 @@ each level separately, on the same questions (domain facts and held-out general 
   born in <city>.", and the model's log-likelihood of each sentence is computed. The fact counts as stored when the
   gold sentence is the most likely one: multiple choice by likelihood, no generation, no question format, so it works
   for any causal LM (a chat model, a base model, SmolLM2). Chance is known exactly: 1 / (number of values) per
-  question (:func:`chance_accuracy`).
+  question (:func:`chance_accuracy`); a second baseline, "always the most common value of the attribute"
+  (:func:`majority_accuracy`), is reported next to it.
 * **extractable** (utilisation): the plain ``Question: ...\\nAnswer:`` format of pre-training, greedy, exact match
   (:func:`mixcpt_core.evaluation.plain_qa_accuracy`).
 * **said** (format): the chat template, greedy, exact match (:func:`mixcpt_core.evaluation.chat_qa_metrics`).
@@ -19,6 +20,8 @@ erased facts or only the route to them.
 """
 
 from __future__ import annotations
+
+from collections import Counter, defaultdict
 
 import torch
 
@@ -68,7 +71,8 @@ def stored_knowledge(model, tokenizer, world, qa_items: list[dict], batch_size: 
 
     Each sentence is tokenised as the tokenizer does by default (BOS first where it adds one) and scored by
     :func:`sequence_logprobs`; ties go to the first value in :data:`mixcpt_core.world.ATTRIBUTE_VALUES` order.
-    Returns ``{"accuracy", "n", "chance", "hits": [0/1 per item], "predictions": [value per item]}``."""
+    Returns ``{"accuracy", "n", "chance", "majority", "hits": [0/1 per item], "predictions": [value per item]}``
+    (``chance``: :func:`chance_accuracy`, ``majority``: :func:`majority_accuracy` of ``qa_items``)."""
     names = {e["id"]: e["name"] for e in world.entities}
     choices = [dict(zip(*probe_sentences(names[q["entity_id"]], q["attribute"]))) for q in qa_items]
     return choose_by_likelihood(model, tokenizer, qa_items, choices, chance_accuracy(qa_items), batch_size)
@@ -79,8 +83,8 @@ def choose_by_likelihood(model, tokenizer, qa_items: list[dict], choices: list[d
     """Multiple choice by likelihood, the core of every stored probe: for item i, ``choices[i]`` maps each candidate
     answer to the text that states it; the prediction is the candidate whose text has the highest log-likelihood
     (:func:`sequence_logprobs` of the tokenizer's default encoding; ties: the first candidate in ``choices[i]``
-    order), a hit when it equals the item's ``answer``. Returns ``{"accuracy", "n", "chance", "hits",
-    "predictions"}``."""
+    order), a hit when it equals the item's ``answer``. Returns ``{"accuracy", "n", "chance", "majority", "hits",
+    "predictions"}``: ``chance`` as passed in, ``majority`` = :func:`majority_accuracy` of ``qa_items``."""
     sequences, spans = [], []
     for options in choices:
         spans.append((len(sequences), list(options)))
@@ -89,8 +93,8 @@ def choose_by_likelihood(model, tokenizer, qa_items: list[dict], choices: list[d
     scores = sequence_logprobs(model, sequences, pad, batch_size)
     predictions = [values[int(torch.argmax(scores[start : start + len(values)]))] for start, values in spans]
     hits = [int(p == q["answer"]) for p, q in zip(predictions, qa_items)]
-    return {"accuracy": sum(hits) / max(1, len(hits)), "n": len(hits), "chance": chance, "hits": hits,
-            "predictions": predictions}
+    return {"accuracy": sum(hits) / max(1, len(hits)), "n": len(hits), "chance": chance,
+            "majority": majority_accuracy(qa_items), "hits": hits, "predictions": predictions}
 
 
 def chance_accuracy(qa_items: list[dict]) -> float:
@@ -98,5 +102,29 @@ def chance_accuracy(qa_items: list[dict]) -> float:
     return sum(1 / len(ATTRIBUTE_VALUES[q["attribute"]]) for q in qa_items) / max(1, len(qa_items))
 
 
+def majority_accuracy(qa_items: list[dict]) -> float:
+    """Accuracy of always answering the most common value: mean over items of [the item's ``answer`` equals the most
+    common ``answer`` among the items of its ``attribute`` in ``qa_items``]; 0 for no items.
+
+    Ties between equally common values go to the value that sorts first. The counts come from ``qa_items`` itself,
+    so this is the score of a guesser who knows the answer distribution of exactly these items (and nothing about
+    each one). Never below uniform chance over the attribute's values (an attribute's most common answer covers at
+    least 1 / (number of distinct answers) of its items), above it when answers repeat. Works for the synthetic
+    world's QA records and for :data:`mixcpt_core.realworld.REALWORLD_QA` items alike (both have ``attribute`` and
+    ``answer``)."""
+    majority = majority_answers(qa_items)
+    return sum(q["answer"] == majority[q["attribute"]] for q in qa_items) / max(1, len(qa_items))
+
+
+def majority_answers(qa_items: list[dict]) -> dict[str, str]:
+    """Per ``attribute`` of ``qa_items``, its most common ``answer`` among them (what :func:`majority_accuracy`
+    always answers); ties go to the value that sorts first."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for q in qa_items:
+        counts[q["attribute"]][q["answer"]] += 1
+    # sorted first, then max: max keeps the first of equal counts, so a tie goes to the value that sorts first
+    return {a: max(sorted(c), key=c.__getitem__) for a, c in counts.items()}
+
+
 __all__ = ["PROBE_TEMPLATES", "sequence_logprobs", "probe_sentences", "stored_knowledge", "choose_by_likelihood",
-           "chance_accuracy"]
+           "chance_accuracy", "majority_accuracy", "majority_answers"]

@@ -12,16 +12,25 @@ start model already gets wrong cannot be forgotten, and counting it would only a
 start model, keeps its correct questions, and reports the fraction of those still answered correctly afterwards.
 
 Every question has a category (its ``attribute``) with a closed set of short answers of the same kind (all capitals,
-all chemical symbols, all colours, ...), so that a multiple choice among the category's answers is meaningful: that
-is the format-free *stored* probe, :func:`stored_realworld`.
+all chemical symbols, all colours, ...), so that a multiple choice among the category's answers is meaningful. Every
+question also has a ``statement``: a declarative sentence with one ``{}`` where the answer goes ("The capital of France
+is {}."), written so that every answer of the category fits it grammatically. The format-free *stored* probe,
+:func:`stored_realworld`, compares the likelihood of that sentence with each candidate inserted
+(:func:`statement_text`): no question, no ``Question:/Answer:`` layout, so it does not favour a model that practised
+one. :func:`stored_realworld_qa_layout` is the older variant that scores ``"Question: ...\\nAnswer: <candidate>"``
+(:func:`probe_text`), the plain layout stage 1 of Mix-CPT trains on: it mixes knowledge with familiarity with that
+layout and is kept only for comparison. Both report two baselines: uniform chance (:func:`realworld_chance`) and
+"always the most common answer of the category" (:func:`realworld_majority`).
 
-Scoring rules (:data:`SCORERS`), both case-insensitive, both accepting the canonical ``answer`` or any of the
+Scoring rules (:data:`SCORERS`), all case-insensitive, all accepting the canonical ``answer`` or any of the
 ``aliases``:
 
 * ``exact`` (:func:`score_exact`): the first line of the reply, trimmed of whitespace and surrounding punctuation, *is*
   the answer (:func:`mixcpt_core.evaluation.normalize_answer` on both sides);
 * ``contains`` (:func:`score_contains`): the answer appears as a whole word or phrase in the first non-empty line of
-  the reply ("The capital of France is Paris." is right; a chat model rarely replies with the bare answer).
+  the reply ("The capital of France is Paris." is right; a chat model rarely replies with the bare answer);
+* ``reply_contains`` (:func:`score_reply_contains`): the same whole-word search over the whole reply, every line (a
+  chat model often opens with a line of its own and gives the answer after it).
 
 Validation and test: :func:`realworld_split` (validation for choosing things, test for reporting).
 """
@@ -289,18 +298,198 @@ for _i, (_q, _a, _aliases) in enumerate(_CATEGORIES["number"][1]):
     _CATEGORIES["number"][1][_i] = (_q, _a, _NUMBER_WORDS[_a])
 
 
+# -- the statements (for the format-free stored probe) -----------------------------------------------------------------
+# A declarative sentence per question with one "{}" where the answer goes. Every candidate of the category is put into
+# the same sentence, so the sentence must read correctly for all of them: no article that depends on the answer ("a"
+# vs "an"), no verb that agrees with it. Categories with a fixed question template get one statement template:
+# "{subject}" is the row's subject, "{Subject}" the same with its first letter capitalised (at the start of a
+# sentence), "{{}}" the answer's place.
+_STATEMENT_TEMPLATES: dict[str, str] = {
+    "capital": "The capital of {subject} is {{}}.",
+    # the four answers that take "the" get it from statement_text (_WITH_ARTICLE): "is in the United States."
+    "city_country": "The city of {subject} is in {{}}.",
+    "continent": "{Subject} is a country in {{}}.",
+    "chemical_symbol": "The chemical symbol for {subject} is {{}}.",
+    "author": "The author of {subject} is {{}}.",  # not "... was written by": "the Harry Potter books" is plural
+    "painter": "{Subject} was painted by {{}}.",
+    "language": "The main language spoken in {subject} is {{}}.",
+    "color": "{Subject} is {{}}.",
+    "currency": "The currency of {subject} is the {{}}.",
+    "opposite": "The opposite of {subject} is {{}}.",
+    "landmark": "{Subject} is in {{}}.",
+}
+
+# Free-form categories (question template "{}"): one statement per question, keyed by the question.
+_FREEFORM_STATEMENTS: dict[str, str] = {
+    # number
+    "How many legs does a spider have?": "A spider has {} legs.",
+    "How many days are there in a week?": "There are {} days in a week.",
+    "How many sides does a hexagon have?": "A hexagon has {} sides.",
+    "How many sides does a triangle have?": "A triangle has {} sides.",
+    "How many sides does a square have?": "A square has {} sides.",
+    "How many sides does a pentagon have?": "A pentagon has {} sides.",
+    "How many sides does an octagon have?": "An octagon has {} sides.",
+    "How many legs does an insect have?": "An insect has {} legs.",
+    "How many months are there in a year?": "There are {} months in a year.",
+    "How many hours are there in a day?": "There are {} hours in a day.",
+    "How many minutes are there in an hour?": "There are {} minutes in an hour.",
+    "How many seconds are there in a minute?": "There are {} seconds in a minute.",
+    "How many planets are there in our solar system?": "There are {} planets in our solar system.",
+    "How many continents are there on Earth?": "There are {} continents on Earth.",
+    "How many days are there in a leap year?": "There are {} days in a leap year.",
+    "How many days are there in a normal year?": "There are {} days in a normal year.",
+    "How many legs does a dog have?": "A dog has {} legs.",
+    "How many wheels does a bicycle have?": "A bicycle has {} wheels.",
+    "How many players does a soccer team have on the field?": "A soccer team has {} players on the field.",
+    "How many arms does an octopus have?": "An octopus has {} arms.",
+    "How many weeks are there in a year?": "There are {} weeks in a year.",
+    "How many cents are there in a dollar?": "There are {} cents in a dollar.",
+    "How many years are there in a century?": "There are {} years in a century.",
+    "How many years are there in a decade?": "There are {} years in a decade.",
+    "How many colors are there in a rainbow?": "There are {} colors in a rainbow.",
+    "How many letters are there in the English alphabet?": "There are {} letters in the English alphabet.",
+    "At how many degrees Celsius does water boil at sea level?": "At sea level, water boils at {} degrees Celsius.",
+    "At how many degrees Celsius does water freeze?": "Water freezes at {} degrees Celsius.",
+    # planet
+    "Which planet is the largest in our solar system?": "The largest planet in our solar system is {}.",
+    "Which planet is known as the Red Planet?": "The planet known as the Red Planet is {}.",
+    "Which planet is closest to the Sun?": "The planet closest to the Sun is {}.",
+    "Which planet do humans live on?": "The planet that humans live on is {}.",
+    "Which planet is famous for its large rings?": "The planet famous for its large rings is {}.",
+    "Which planet is the hottest in our solar system?": "The hottest planet in our solar system is {}.",
+    "Which planet is the farthest from the Sun?": "The planet farthest from the Sun is {}.",
+    "Which planet is the third planet from the Sun?": "The third planet from the Sun is {}.",
+    "Which planet is the smallest in our solar system?": "The smallest planet in our solar system is {}.",
+    "Which planet is the second planet from the Sun?": "The second planet from the Sun is {}.",
+    "Which planet is the fourth planet from the Sun?": "The fourth planet from the Sun is {}.",
+    "Which planet is the fifth planet from the Sun?": "The fifth planet from the Sun is {}.",
+    "Which planet is the sixth planet from the Sun?": "The sixth planet from the Sun is {}.",
+    "Which planet is the seventh planet from the Sun?": "The seventh planet from the Sun is {}.",
+    "Which planet is the eighth planet from the Sun?": "The eighth planet from the Sun is {}.",
+    "Which planet rotates on its side?": "The planet that rotates on its side is {}.",
+    # animal ("the {}": every answer is a singular common noun)
+    "Which animal is the largest mammal on Earth?": "The largest mammal on Earth is the {}.",
+    "Which animal is the fastest land animal?": "The fastest land animal is the {}.",
+    "Which animal is the tallest animal in the world?": "The tallest animal in the world is the {}.",
+    "Which animal is known as the king of the jungle?": "The animal known as the king of the jungle is the {}.",
+    "Which animal has a long trunk and big ears?": "The animal with a long trunk and big ears is the {}.",
+    "Which animal is the largest bird in the world?": "The largest bird in the world is the {}.",
+    "Which animal makes honey?": "The animal that makes honey is the {}.",
+    "Which animal carries its baby in a pouch and hops?":
+        "The animal that carries its baby in a pouch and hops is the {}.",
+    "Which animal is known as the ship of the desert?": "The animal known as the ship of the desert is the {}.",
+    "Which animal says moo?": "The animal that says moo is the {}.",
+    "Which animal says meow?": "The animal that says meow is the {}.",
+    "Which animal barks?": "The animal that barks is the {}.",
+    "Which animal is a flightless bird that lives in Antarctica?":
+        "The flightless bird that lives in Antarctica is the {}.",
+    "Which animal can change the color of its skin to blend in?":
+        "The animal that can change the color of its skin to blend in is the {}.",
+    "Which animal is the black-and-white bear that eats bamboo?":
+        "The black-and-white bear that eats bamboo is the {}.",
+    "Which animal spins webs to catch insects?": "The animal that spins webs to catch insects is the {}.",
+    "Which animal is the largest land animal?": "The largest land animal is the {}.",
+    "Which animal has black and white stripes and looks like a horse?":
+        "The animal that has black and white stripes and looks like a horse is the {}.",
+    # scientist (passive voice: "the Wright brothers" fits after "by")
+    "Who developed the theory of relativity?": "The theory of relativity was developed by {}.",
+    "Who invented the telephone?": "The telephone was invented by {}.",
+    "Who formulated the three laws of motion?": "The three laws of motion were formulated by {}.",
+    "Who discovered penicillin?": "Penicillin was discovered by {}.",
+    "Who proposed the theory of evolution by natural selection?":
+        "The theory of evolution by natural selection was proposed by {}.",
+    "Who discovered radium?": "Radium was discovered by {}.",
+    "Who invented the World Wide Web?": "The World Wide Web was invented by {}.",
+    "Who invented the printing press with movable type in Europe?":
+        "The printing press with movable type was invented in Europe by {}.",
+    "Who made the first powered airplane flight in 1903?": "The first powered airplane flight was made in 1903 by {}.",
+    "Who proposed that the Earth orbits the Sun in a book published in 1543?":
+        "In a book published in 1543, {} proposed that the Earth orbits the Sun.",
+    "Who invented the phonograph?": "The phonograph was invented by {}.",
+    "Who discovered the law of universal gravitation?": "The law of universal gravitation was discovered by {}.",
+    # person
+    "Who was the first person to walk on the Moon?": "The first person to walk on the Moon was {}.",
+    "Who was the first president of the United States?": "The first president of the United States was {}.",
+    "Who sailed across the Atlantic to the Americas in 1492?":
+        "The explorer who sailed across the Atlantic to the Americas in 1492 was {}.",
+    "Who was the 16th president of the United States?": "The 16th president of the United States was {}.",
+    "Who was the first black president of South Africa?": "The first black president of South Africa was {}.",
+    "Who gave the \"I Have a Dream\" speech?": "The \"I Have a Dream\" speech was given by {}.",
+    "Who was the first person to travel into space?": "The first person to travel into space was {}.",
+    "Who was the French emperor defeated at Waterloo?": "The French emperor defeated at Waterloo was {}.",
+    "Who led India's non-violent independence movement against British rule?":
+        "India's non-violent independence movement against British rule was led by {}.",
+    "Who was the last pharaoh of ancient Egypt, famous for her relationships with Caesar and Mark Antony?":
+        "The last pharaoh of ancient Egypt, famous for her relationships with Caesar and Mark Antony, was {}.",
+    # body_part ("the {}" after a verb or a preposition: the answers mix singular and plural)
+    "Which organ pumps blood around the body?": "Blood is pumped around the body by the {}.",
+    "Which organs do humans use to breathe?": "Humans use the {} to breathe.",
+    "Which organ do humans think with?": "Humans think with the {}.",
+    "Which body part do humans see with?": "Humans see with the {}.",
+    "Which body part do humans hear with?": "Humans hear with the {}.",
+    "Which body part do humans smell with?": "Humans smell with the {}.",
+    "Which body part do humans taste with?": "Humans taste with the {}.",
+    "Which organ is the largest organ of the human body?": "The largest organ of the human body is the {}.",
+    "Which organ digests food after it is swallowed and before the intestines?":
+        "After food is swallowed, it is digested in the {} before it reaches the intestines.",
+    "Which body part has five fingers?": "The body part that has five fingers is the {}.",
+    # substance (every answer is a mass noun: no article)
+    "Which gas do plants absorb from the air for photosynthesis?": "Plants absorb {} from the air for photosynthesis.",
+    "Which gas do humans need to breathe in to live?": "Humans need to breathe in {} to live.",
+    "What does water turn into when it freezes?": "When water freezes, it turns into {}.",
+    "What substance has the chemical formula H2O?": "The substance with the chemical formula H2O is {}.",
+    "Which gas makes up most of the Earth's atmosphere?": "Most of the Earth's atmosphere is made up of {}.",
+    "Which light gas is used to make party balloons float?": "The light gas used to make party balloons float is {}.",
+    "What is the common name for sodium chloride?": "The common name for sodium chloride is {}.",
+    "What is the hardest natural substance on Earth?": "The hardest natural substance on Earth is {}.",
+    "Which metal is liquid at room temperature?": "The metal that is liquid at room temperature is {}.",
+    "What sweet food do bees make?": "Bees make a sweet food called {}.",
+    "What drink do cows produce?": "The drink that cows produce is {}.",
+    "What does water turn into when it boils?": "When water boils, it turns into {}.",
+}
+
+
+def _check_statement(statement: str, where: str) -> str:
+    """``statement`` if it is a well-formed statement template, else ValueError (at import time)."""
+    words = set(re.findall(r"[a-z]+", statement.casefold()))
+    if (statement.count("{}") != 1 or "{" in statement.replace("{}", "") or "}" in statement.replace("{}", "")
+            or not statement.endswith(".") or not statement[:1].isupper() or words & {"question", "answer"}):
+        raise ValueError(f"bad statement for {where}: {statement!r} (one '{{}}', a capital first letter, a final '.', "
+                         "no 'question' or 'answer')")
+    return statement
+
+
+def _statement(attribute: str, template: str, subject: str) -> str:
+    if template == "{}":
+        if attribute in _STATEMENT_TEMPLATES:
+            raise ValueError(f"free-form category {attribute!r} takes one statement per question, not a template")
+        if subject not in _FREEFORM_STATEMENTS:
+            raise ValueError(f"no statement for {subject!r} ({attribute}): add it to _FREEFORM_STATEMENTS")
+        statement = _FREEFORM_STATEMENTS[subject]
+    else:
+        if attribute not in _STATEMENT_TEMPLATES:
+            raise ValueError(f"no statement template for category {attribute!r}: add it to _STATEMENT_TEMPLATES")
+        statement = _STATEMENT_TEMPLATES[attribute].format(subject=subject, Subject=subject[:1].upper() + subject[1:])
+    return _check_statement(statement, f"{attribute} / {subject!r}")
+
+
 def _build() -> list[dict]:
     items = []
     for attribute, (template, rows) in _CATEGORIES.items():
         for subject, answer, aliases in rows:
             items.append({"id": f"rw-{len(items):03d}", "question": template.format(subject), "answer": answer,
-                          "aliases": list(aliases), "attribute": attribute})
+                          "aliases": list(aliases), "attribute": attribute,
+                          "statement": _statement(attribute, template, subject)})
+    unused = set(_FREEFORM_STATEMENTS) - {q["question"] for q in items}
+    if unused:
+        raise ValueError(f"statements for questions that do not exist: {sorted(unused)}")
     return items
 
 
 REALWORLD_QA: list[dict] = _build()
 """Every question: ``{"id": "rw-000", "question", "answer" (canonical), "aliases" (other accepted answers),
-"attribute" (category)}``, in category order."""
+"attribute" (category), "statement" (a declarative sentence with one ``{}`` where the answer goes: "The capital of
+France is {}.")}``, in category order."""
 
 CATEGORIES: tuple[str, ...] = tuple(_CATEGORIES)
 
@@ -347,15 +536,30 @@ def score_contains(reply: str, item: dict) -> bool:
     "The capital of France is Paris." but not in "Parisian", "8" in "8 legs" but not in "18"); whitespace inside a
     multi-word answer matches any run of whitespace. Only the first non-empty line counts: an answer that appears
     only on a later line is not found."""
-    line = _first_nonempty_line(reply).casefold()
+    return _contains_whole(_first_nonempty_line(reply), item)
+
+
+def score_reply_contains(reply: str, item: dict) -> bool:
+    """Reply-contains match: as :func:`score_contains` (whole word or phrase, case-insensitive, answer or alias, the
+    same guards against numbers inside longer numbers), but anywhere in the whole ``reply``, every line.
+
+    A real chat model often opens with a line of its own ("Sure! Here is the answer:") and gives the answer on the
+    next one: "Sure!\\nThe capital of France is Paris." is right here and wrong for :func:`score_contains`. A
+    multi-word answer may also be split across a line break (whitespace, newlines included, matches whitespace)."""
+    return _contains_whole(reply, item)
+
+
+def _contains_whole(text: str, item: dict) -> bool:
+    """Whether the answer or an alias of ``item`` occurs in ``text`` as a whole word or phrase, case-insensitively."""
+    text = text.casefold()
     for alt in _accepted(item):
         body = r"\s+".join(re.escape(part) for part in alt.split())
-        if re.search(_BEFORE + body + _AFTER, line):
+        if re.search(_BEFORE + body + _AFTER, text):
             return True
     return False
 
 
-SCORERS = {"exact": score_exact, "contains": score_contains}
+SCORERS = {"exact": score_exact, "contains": score_contains, "reply_contains": score_reply_contains}
 
 
 # -- validation / test -------------------------------------------------------------------------------------------------
@@ -382,30 +586,71 @@ def realworld_split(seed: int = 0, val_fraction: float = 0.25) -> dict[str, list
 
 
 # -- the stored probe --------------------------------------------------------------------------------------------------
+# Country names that English writes with "the" inside a sentence: a candidate is put into a statement as the noun
+# phrase it is ("The city of Chicago is in the United States."), every candidate in its own natural form, so that
+# no candidate is handicapped by a sentence that reads wrong with it (measured on SmolLM2 before this was added: all
+# five city_country misses of its test items were these four countries).
+_WITH_ARTICLE = {"United States", "United Kingdom", "Netherlands", "United Arab Emirates"}
+
+
+def statement_text(item: dict, candidate: str) -> str:
+    """The text whose likelihood the format-free stored probe compares: the item's ``statement`` with ``candidate``
+    in its ``{}`` ("The capital of France is {}." -> "The capital of France is Paris."). An item without a
+    ``statement`` (a record saved before the field existed) takes that of the :data:`REALWORLD_QA` item with its id.
+    A candidate that ends with a full stop ends the sentence itself: "... is Washington, D.C.", not "D.C..".
+    A country that takes the article is written with it (:data:`_WITH_ARTICLE`): "... is in the Netherlands."."""
+    statement = item["statement"] if "statement" in item else _BY_ID[item["id"]]["statement"]
+    if candidate.endswith(".") and statement.endswith("{}."):
+        statement = statement[:-1]
+    if candidate in _WITH_ARTICLE:
+        candidate = "the " + candidate
+    return statement.replace("{}", candidate)
+
+
 def probe_text(question: str, candidate: str) -> str:
-    """The text whose likelihood the stored probe compares: ``"Question: {question}\\nAnswer: {candidate}"``."""
+    """The text whose likelihood :func:`stored_realworld_qa_layout` compares:
+    ``"Question: {question}\\nAnswer: {candidate}"`` (the plain layout of stage 1 of Mix-CPT)."""
     return f"Question: {question}\nAnswer: {candidate}"
 
 
 def stored_realworld(model, tokenizer, items: list[dict], batch_size: int = 64) -> dict:
-    """The format-free *stored* probe on real-world questions: multiple choice by likelihood, no generation.
+    """The format-free *stored* probe on real-world questions: multiple choice by likelihood of a declarative
+    sentence, no generation, no question.
 
     For each item, every candidate of its category (:func:`category_answers`: the distinct canonical answers of all
-    questions of that category in :data:`REALWORLD_QA`, sorted) is put into :func:`probe_text` and the text is
-    tokenised with the tokenizer's defaults and scored by :func:`mixcpt_core.probes.sequence_logprobs` (sum of token
+    questions of that category in :data:`REALWORLD_QA`, sorted) is put into the item's statement
+    (:func:`statement_text`: "The capital of France is Paris.", "... is Rome.", ...) and the text is tokenised with
+    the tokenizer's defaults and scored by :func:`mixcpt_core.probes.sequence_logprobs` (sum of token
     log-probabilities, first token unscored). The item counts as stored when its gold canonical answer has the highest
-    log-likelihood; ties go to the first candidate in sorted order.
+    log-likelihood; ties go to the first candidate in sorted order. No ``Question:/Answer:`` layout and no chat
+    template: a model is not favoured for having practised a format (compare :func:`stored_realworld_qa_layout`).
 
     A sum of log-probabilities favours short candidates (fewer tokens, fewer negative terms): a multi-token answer
     ("Buenos Aires") competes at a disadvantage against one-token ones. That is accepted, as in the synthetic world's
     probe (:func:`mixcpt_core.probes.stored_knowledge`): the probe compares one model before and after adaptation on
     the same candidates, so the bias is the same on both sides.
 
-    Returns ``{"accuracy", "n", "chance", "hits": [0/1 per item], "predictions": [candidate per item]}``, with
-    ``chance`` = :func:`realworld_chance`."""
+    Returns ``{"accuracy", "n", "chance", "majority", "hits": [0/1 per item], "predictions": [candidate per item]}``,
+    with ``chance`` = :func:`realworld_chance` and ``majority`` = :func:`realworld_majority` of ``items``."""
+    choices = [{c: statement_text(q, c) for c in category_answers(q["attribute"])} for q in items]
+    return _choose(model, tokenizer, items, choices, batch_size)
+
+
+def stored_realworld_qa_layout(model, tokenizer, items: list[dict], batch_size: int = 64) -> dict:
+    """Multiple choice by likelihood in the ``Question:/Answer:`` layout: as :func:`stored_realworld`, but each
+    candidate is scored in :func:`probe_text`, ``"Question: {question}\\nAnswer: {candidate}"``.
+
+    **Not format-free**: that is the plain layout stage 1 of Mix-CPT trains on, so a model that practised it scores
+    higher here whether or not it knows more; the difference from :func:`stored_realworld` measures familiarity with
+    the layout as much as knowledge. Kept to compare with the statement probe (it was the stored probe before it).
+    Same candidates, tie rule and return value as :func:`stored_realworld`."""
+    choices = [{c: probe_text(q["question"], c) for c in category_answers(q["attribute"])} for q in items]
+    return _choose(model, tokenizer, items, choices, batch_size)
+
+
+def _choose(model, tokenizer, items: list[dict], choices: list[dict[str, str]], batch_size: int) -> dict:
     from .probes import choose_by_likelihood
 
-    choices = [{c: probe_text(q["question"], c) for c in category_answers(q["attribute"])} for q in items]
     return choose_by_likelihood(model, tokenizer, items, choices, realworld_chance(items), batch_size)
 
 
@@ -414,5 +659,18 @@ def realworld_chance(items: list[dict]) -> float:
     return sum(1 / len(category_answers(q["attribute"])) for q in items) / max(1, len(items))
 
 
-__all__ = ["REALWORLD_QA", "CATEGORIES", "category_answers", "score_exact", "score_contains", "SCORERS",
-           "realworld_split", "probe_text", "stored_realworld", "realworld_chance"]
+def realworld_majority(items: list[dict]) -> float:
+    """Accuracy of always answering the most common answer of each category among ``items``
+    (:func:`mixcpt_core.probes.majority_accuracy`; ties: the value that sorts first). Where a category's answers
+    repeat (several numbers are "8", several colours "white") it is above uniform chance. It is computed from
+    ``items`` themselves: what a guesser who knew the answer distribution of these very items would score."""
+    from .probes import majority_accuracy
+
+    return majority_accuracy(items)
+
+
+_BY_ID = {q["id"]: q for q in REALWORLD_QA}
+
+__all__ = ["REALWORLD_QA", "CATEGORIES", "category_answers", "score_exact", "score_contains", "score_reply_contains",
+           "SCORERS", "realworld_split", "statement_text", "probe_text", "stored_realworld",
+           "stored_realworld_qa_layout", "realworld_chance", "realworld_majority"]

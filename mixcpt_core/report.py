@@ -32,26 +32,40 @@ def _cmp(comparisons, a: str, b: str, metric: str, start: str = "base") -> dict:
 
 
 def interval(c: dict) -> str:
-    """``+0.021 [-0.030, +0.070]``"""
-    return f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]"
+    """``+0.021 [-0.030, +0.070]`` (:func:`mixcpt_core.stats.interval_text`: with its flag when thin)."""
+    from .stats import interval_text
+
+    return interval_text(c)
 
 
 def verdict(c: dict) -> str:
-    """What the 95% interval says about ``a - b``."""
-    if c["lo"] > 0:
-        return f"{c['a']} higher (the interval excludes 0)"
-    if c["hi"] < 0:
-        return f"{c['a']} lower (the interval excludes 0)"
-    return "no resolvable difference (the interval contains 0)"
+    """What the 95% interval says about ``a - b``, in the words of :func:`mixcpt_core.stats.read_difference`:
+    ``mixcpt higher (the interval excludes 0)``, ``... lower ...`` or ``no resolvable difference``, with the
+    thin-evidence flag when fewer than 3 seeds ran."""
+    from .stats import read_difference
+
+    r = read_difference(c["lo"], c["hi"], int(c["n_seeds"]))
+    words = f"{c['a']} {r['verdict']} (the interval excludes 0)" if r["resolved"] else r["verdict"]
+    return f"{words} {r['flag']}" if r["thin"] else words
+
+
+def final_choices(search):
+    """One row per (start, arm) of a search table (``figures/search_stage2.csv``): the recipe the search chose, in
+    the table's order. A flat search: its chosen row. A staged search (a ``stage`` column): the chosen row of the
+    last stage the pipeline searched, whose ``label`` becomes the whole recipe (the ``recipe`` column)."""
+    chosen = search[search["chosen"] == 1]
+    last = chosen.groupby(["start", "arm"], sort=False).tail(1)
+    return last.assign(label=last["recipe"]) if "recipe" in last.columns else last
 
 
 def search_table(search) -> str:
-    """One row per (start, arm): the chosen setting and its validation numbers, and the best full fine-tuning and
-    LoRA settings' scores for context."""
+    """One row per (start, arm): the chosen recipe and its validation numbers, and how many of the pipeline's rows
+    reached the format."""
     lines = ["| start | arm | chosen stage-2 recipe | validation score | general / domain (val, chat) | format (val) "
              "| settings with format ≥ 0.95 |", "|---|---|---|---|---|---|---|"]
+    final = final_choices(search).set_index(["start", "arm"])
     for (start, arm), g in search.groupby(["start", "arm"], sort=False):
-        c = g[g["chosen"] == 1].iloc[0]
+        c = final.loc[(start, arm)]
         ok = int((g["format_compliance"].round(9) >= 0.95).sum())
         lines.append(f"| {start} | {arm} | `{c['label']}` | {c['score']:.3f} | {c['general_accuracy']:.3f} / "
                      f"{c['domain_accuracy']:.3f} | {c['format_compliance']:.3f} | {ok} of {len(g)} |")
@@ -62,15 +76,85 @@ FIXED_DEFAULT_LABEL = "lora=full sft.learning_rate=0.001 sft.max_steps=100"  # a
 
 
 def default_vs_chosen(search) -> str:
-    """Per pipeline: the validation numbers of the fixed default setting and of the chosen one."""
+    """Per pipeline: the validation numbers of the fixed default setting and of the chosen one (in a staged search
+    the default is the first stage's row of the default SFT recipe: every later stage at its default there)."""
     lines = ["| start | arm | fixed default: score, general / domain, format | chosen | chosen: score, general / domain, "
              "format |", "|---|---|---|---|---|"]
+    final = final_choices(search).set_index(["start", "arm"])
     for (start, arm), g in search.groupby(["start", "arm"], sort=False):
-        d, c = g[g["label"] == FIXED_DEFAULT_LABEL], g[g["chosen"] == 1].iloc[0]
+        first = g[g["stage"] == g["stage"].iloc[0]] if "stage" in g.columns else g
+        d, c = first[first["label"] == FIXED_DEFAULT_LABEL], final.loc[(start, arm)]
         cell = (lambda r: f"{r['score']:.3f}, {r['general_accuracy']:.3f} / {r['domain_accuracy']:.3f}, "
                           f"{r['format_compliance']:.3f}")
         lines.append(f"| {start} | {arm} | {cell(d.iloc[0]) if len(d) else '—'} | `{c['label']}` | {cell(c)} |")
     return "\n".join(lines)
+
+
+def _search_seeds(value) -> list[int]:
+    """A search table's ``seeds`` cell (``0`` or ``"0 1"``) as a list of seeds."""
+    return [int(x) for x in str(value).split()]
+
+
+def _test_numbers(results, start: str, arm: str, seeds: list[int] | None = None) -> dict | None:
+    """Means over ``seeds`` (default: every seed there) of a pipeline's test chat QA in a results table, and the
+    validation score's counterpart on them: ``{"score", "general", "domain", "n"}``; ``None`` if a seed is missing."""
+    rows = results[(results["start"] == start) & (results["arm"] == arm)]
+    if seeds is not None:
+        rows = rows[rows["seed"].isin(seeds)]
+        if sorted(set(rows["seed"])) != sorted(set(seeds)):
+            return None
+    if rows.empty:
+        return None
+    general, domain = float(rows["general_qa_acc"].mean()), float(rows["domain_qa_acc"].mean())
+    return {"score": (general + domain) / 2, "general": general, "domain": domain, "n": int(rows["seed"].nunique())}
+
+
+def winners_curse_table(search, results) -> str:
+    """Per pipeline: the chosen recipe's validation score (the search's rows: the mean of general and domain chat QA
+    on the validation questions, over the search's seeds) next to the same score on the test questions
+    (``results``: ``general_qa_acc`` and ``domain_qa_acc`` of the reproduction), on the search's seeds and on every
+    seed that ran. The chosen recipe is the best of many noisy validation scores, so its validation score is biased
+    upward: test minus validation on the same seeds measures that (and the difference between the question sets)."""
+    lines = ["| start | arm | chosen recipe | validation: score (general / domain), seeds | test, same seeds: score "
+             "(general / domain) | test − validation | test, all seeds: score (seeds) |", "|---|---|---|---|---|---|---|"]
+    for _, c in final_choices(search).iterrows():
+        seeds = _search_seeds(c["seeds"])
+        same, every = (_test_numbers(results, c["start"], c["arm"], s) for s in (seeds, None))
+        val = (f"{c['score']:.3f} ({c['general_accuracy']:.3f} / {c['domain_accuracy']:.3f}), "
+               f"{' '.join(map(str, seeds))}")
+        test = "—" if same is None else f"{same['score']:.3f} ({same['general']:.3f} / {same['domain']:.3f})"
+        gap = "—" if same is None else f"{same['score'] - c['score']:+.3f}"
+        allseeds = "—" if every is None else f"{every['score']:.3f} ({every['n']})"
+        lines.append(f"| {c['start']} | {c['arm']} | `{c['label']}` | {val} | {test} | {gap} | {allseeds} |")
+    return "\n".join(lines)
+
+
+def winners_curse_gap(search, results, a: str = "mixcpt", b: str = "traditional", start: str = "base") -> str:
+    """One sentence: ``a - b`` on domain and general chat QA as the search's validation rows saw it (the chosen
+    recipes, the search's seeds) and on the test questions (same seeds, then every seed); empty if either is
+    missing."""
+    final = final_choices(search).set_index(["start", "arm"])
+    if (start, a) not in final.index or (start, b) not in final.index:
+        return ""
+    ca, cb = final.loc[(start, a)], final.loc[(start, b)]
+    seeds = _search_seeds(ca["seeds"])
+    same = [_test_numbers(results, start, arm, seeds) for arm in (a, b)]
+    every = [_test_numbers(results, start, arm) for arm in (a, b)]
+    if None in same or None in every:
+        return ""
+    n = min(e["n"] for e in every)
+    parts, flips = [], []
+    plural = "s" if len(seeds) > 1 else ""
+    for metric in ("domain", "general"):
+        val, test = ca[f"{metric}_accuracy"] - cb[f"{metric}_accuracy"], same[0][metric] - same[1][metric]
+        parts.append(f"{metric} QA {val:+.3f} on validation (seed{plural} {' '.join(map(str, seeds))}), {test:+.3f} "
+                     f"on test with the same seed{plural}, {every[0][metric] - every[1][metric]:+.3f} on test over "
+                     f"{n} seeds")
+        if round(val, 9) * round(test, 9) < 0:
+            flips.append(metric)
+    flipped = (f" On {' and '.join(flips)} QA validation and test disagree in sign on the same seed{plural}: the "
+               f"selection noise is as large as the difference." if flips else "")
+    return f"{a} − {b} ({start} start): " + "; ".join(parts) + "." + flipped
 
 
 def moved_table(validated, fixed) -> str:
@@ -164,8 +248,8 @@ def findings(figures: Path) -> str:
         f"- **Does Mix-CPT beat traditional end to end?** Domain QA (chat) {dom['a_mean']:.3f} vs {dom['b_mean']:.3f}: "
         f"{interval(dom)}, {verdict(dom)}; held-out general QA (chat) {gen['a_mean']:.3f} vs {gen['b_mean']:.3f}: "
         f"{interval(gen)}, {verdict(gen)} ({n_seeds} seeds × {int(dom['n_questions'])} questions per set; "
-        f"Mix-CPT ahead on domain QA in {int(dom['a_wins'])} of {n_seeds} seeds). Resolution of the domain comparison: "
-        f"±{dom['half_width']:.3f}.",
+        f"Mix-CPT ahead on domain QA in {int(dom['a_wins'])} of {n_seeds} seeds). The smallest true difference the "
+        f"domain comparison detects 80% of the time (MDD): {dom['mdd']:.3f}.",
         f"- **Stored domain knowledge after the whole pipeline**: {stored['a_mean']:.3f} (Mix-CPT) vs "
         f"{stored['b_mean']:.3f} (traditional), {interval(stored)}.",
     ]
@@ -282,13 +366,14 @@ def fixed_block(t: dict, figures: Path) -> str:
              for a in dict.fromkeys(fixed["arm"]) if a != "base")
     rose = "up with them: the fixed recipe had erased more of what stage 1 stored" if up else "from"
     search = _read(figures, "search_stage2.csv")
-    chosen = search[search["chosen"] == 1] if search is not None else None
+    chosen = final_choices(search) if search is not None else None
     why = ("" if chosen is None else
            f" The search chose 400 SFT steps for {chosen['label'].str.contains('max_steps=400').sum()} of "
            f"{len(chosen)} pipelines and LoRA for {chosen['label'].str.contains('lora=r').sum()} of {len(chosen)};")
     return f"""
 The same arms under the **fixed defaults** that stage 2 used before this protocol (full fine-tuning, SFT at 1e-3
-for 100 steps, set by hand before any run; `figures/results_fixed.csv`), on the same test questions:
+for 100 steps, set before the validation split existed, on questions that are now test questions;
+`figures/results_fixed.csv`), on the same test questions:
 
 {t['fixed_results']}
 
@@ -305,8 +390,8 @@ def readme_block(figures: Path) -> str:
     dom, gen = (_cmp(comparisons, "mixcpt", "traditional", m) for m in ("domain_qa_acc", "general_qa_acc"))
     return f"""**The result** (tiny profile, each pipeline's stage 2 chosen on validation questions, test questions
 only; {int(dom['n_seeds'])} seeds, `figures/{name}`): Mix-CPT − traditional = {interval(dom)} on domain QA in the
-chat format ({verdict(dom)}, resolution ±{dom['half_width']:.3f}) and {interval(gen)} on held-out general QA
-({verdict(gen)}); 95% intervals over questions and seeds. {chat_start_sentence(comparisons)}The table:
+chat format ({verdict(dom)}; detectable at 80% power: {dom['mdd']:.3f}) and {interval(gen)} on held-out general QA
+({verdict(gen)}); 95% intervals over seeds and questions. {chat_start_sentence(comparisons)}The table:
 `make reproduce`, seeds 0–2.
 
 ![results](figures/results.png)
@@ -319,6 +404,88 @@ after stage 1 and after stage 2:
 ![where the knowledge goes](figures/probes.png)"""
 
 
+STAGED_SEARCH = "configs/search-stage2-tiny-staged.yaml"
+
+
+def search_bullet(search) -> str:
+    """The protocol's bullet on the search behind the committed recipes: the first (SFT recipe, seed 0) or the staged
+    one (a ``stage`` column in the table), its stages and seeds read from the table."""
+    if search is not None and "stage" in search.columns:
+        sizes = search.groupby("stage", sort=False)["setting"].max() + 1
+        stages = ", then ".join(f"`{name}` ({n} settings)" for name, n in sizes.items())
+        seeds = " and ".join(map(str, _search_seeds(search["seeds"].iloc[0])))
+        return f"""- **The search** (`{STAGED_SEARCH}`, committed before it ran): in stages, per pipeline, each stage
+  searching its settings with the earlier stages' choices fixed: {stages}; on every pipeline that has a stage 2
+  (a stage names the arms it applies to), seeds {seeds} (each setting's validation numbers averaged over them),
+  scored on the validation questions in the chat format."""
+    n_settings = search["setting"].nunique() if search is not None else 0
+    return f"""- **The search** (`configs/search-stage2-tiny.yaml`, committed before it ran): {n_settings} stage-2 settings — full
+  fine-tuning with SFT learning rate 1e-4, 3e-4 or 1e-3 × 100 or 400 steps, and LoRA r 16 (with trainable chat-token
+  rows) at 1e-3 or 3e-3 × 100 or 400 steps — on every pipeline that has a stage 2, seed 0, scored on the validation
+  questions in the chat format."""
+
+
+def winners_curse_section(search, results) -> str:
+    """The section comparing each chosen recipe's validation score with its test score (:func:`winners_curse_table`),
+    with the mean gap and the headline difference (:func:`winners_curse_gap`); empty without a search table."""
+    if search is None or results is None:
+        return ""
+    final = final_choices(search)
+    gaps = []
+    for _, c in final.iterrows():
+        same = _test_numbers(results, c["start"], c["arm"], _search_seeds(c["seeds"]))
+        if same is not None:
+            gaps.append(same["score"] - c["score"])
+    summary = (f"Over the {len(gaps)} pipelines, test − validation is {sum(gaps) / len(gaps):+.3f} on average, and "
+               f"the test score is the lower one in {sum(g < 0 for g in gaps)} of {len(gaps)}." if gaps else "")
+    return f"""## The winner's curse: the chosen recipes on validation and on test
+
+The search keeps the setting with the best validation score, so that score is the maximum of several noisy
+estimates and overstates the recipe (the winner's curse). Each chosen recipe's validation score next to the same
+score (the mean of general and domain chat QA) on the test questions of the same seeds, and over every seed that
+ran (`figures/search_stage2.csv`, `figures/results_full.csv`). The gap also holds any difference in difficulty
+between the two question sets; no choice was made on the test numbers.
+{summary}
+
+{winners_curse_table(search, results)}
+
+The comparison the protocol exists for, {winners_curse_gap(search, results)}
+"""
+
+
+def chosen_before_validation_section(search) -> str:
+    """What stage 2's fixed defaults were set on, and which of them the staged search validates (whether it ran yet
+    is read from the search table)."""
+    ran = search is not None and "stage" in search.columns
+    state = ("It ran: the recipes above come from it." if ran else
+             "It is declared and runs first in `make reproduce-full`; until it has run, the recipes above come from\n"
+             "the first search, which chose the SFT recipe only, on seed 0.")
+    return f"""## What was chosen before the validation split, and on what
+
+Before the validation split existed, `run_align` scored stage 2 on all 480 held-out general questions of the world,
+which include today's 384 test questions, and the tiny profile's stage-2 defaults (`configs/align-tiny.yaml`,
+[stage2.md](stage2.md)) were set on those numbers:
+
+- the SFT recipe: full fine-tuning, 100 steps at learning rate 1e-3 (40 steps or 3e-4 did not teach `<|end|>`,
+  3e-3 collapsed the answers);
+- N = 64 selected samples (`n_sft`, `n_dpo`; N = 16, 64 and 256 were compared there);
+- `leading_space: true` (answers as `" answer"`: held-out accuracy 0.027 without it, 0.331 with it);
+- `init_chat_tokens: true` (the never-trained chat-token embeddings start at the mean embedding);
+- and, fixed then and never searched since: the DPO settings (30 steps at 2e-4, beta 0.1, the stage-1 model as the
+  reference; traditional 50 steps) and the selection score (`ppl`, easiest first; easy beat random there, one seed).
+
+These were set on questions that are now test questions, so the fixed-default results (`results_fixed.csv`) are test
+numbers of settings partly chosen on those very questions (optimistic for them). The first search
+(`configs/search-stage2-tiny.yaml`) validated the SFT recipe only (learning rate, steps, LoRA), on one seed. The
+staged search (`{STAGED_SEARCH}`, two seeds) validates, per pipeline: the SFT recipe and
+whether to run stage 2 at all (stage `sft`), N = 64, 256 or all (`n`), DPO steps and beta (`dpo`) and the selection
+score, `ppl` or `random` (`score`, for the arms whose stage 2 is Mix-CPT's).
+{state}
+Validated by neither search: `leading_space` and `init_chat_tokens` (set on the old questions), the DPO learning
+rate and reference, and the chat start's SFT (`chat_sft`: 100 steps at 1e-3, the same recipe).
+"""
+
+
 def reproduction_page(figures: Path) -> str:
     """``docs/reproduction.md``: the whole reproduction, rendered from ``figures/``."""
     t = render_tables(figures)
@@ -326,7 +493,8 @@ def reproduction_page(figures: Path) -> str:
     probes_png = "probes_full.png" if full else "probes.png"
     sweep = _read(figures, "sweep.csv")
     search = _read(figures, "search_stage2.csv")
-    n_settings = search["setting"].nunique() if search is not None else 0
+    results_any = _read(figures, "results_full.csv")
+    results_any = results_any if results_any is not None else _read(figures, "results.csv")
     parts = [f"""# The reproduction: traditional vs Mix-CPT
 
 `make reproduce` runs the main arms (base, traditional, mixcpt) from the shipped base model under the **validated
@@ -344,17 +512,17 @@ by `mixcpt report` (a test checks that this page equals what the committed files
   (`WorldConfig.val_fraction = 0.2`): 96 general and 96 domain questions that no training set contains. The other
   384 held-out general and 384 domain questions are the **test** sets. Documents are unchanged: only questions are
   held out (the base model did not change). `tests/test_world.py` proves the splits disjoint;
-  `tests/test_search.py` runs the search with the test splits made unreadable.
-- **The search** (`configs/search-stage2-tiny.yaml`, committed before it ran): {n_settings} stage-2 settings — full
-  fine-tuning with SFT learning rate 1e-4, 3e-4 or 1e-3 × 100 or 400 steps, and LoRA r 16 (with trainable chat-token
-  rows) at 1e-3 or 3e-3 × 100 or 400 steps — on every pipeline that has a stage 2, seed 0, scored on the validation
-  questions in the chat format.
+  `tests/test_search.py` runs the search from an empty run folder, its own stage 1 included (trained without the
+  test-question monitoring curves), with the test splits made unreadable.
+{search_bullet(search)}
 - **The rule** (fixed in advance, the same for every pipeline): among settings with validation format compliance
   ≥ 0.95, the highest mean of general and domain validation accuracy; ties go to the setting declared first.
 - **The chosen recipes** are committed in `configs/stage2-selected/`, so `make reproduce` does not search again:
 
 {t.get('search', '(no search table yet)')}
 
+{winners_curse_section(search, results_any)}
+{chosen_before_validation_section(search)}
 ## Main result (validated protocol, base start, `figures/results.md`)
 
 ![results](../figures/results.png)
@@ -378,19 +546,24 @@ seeds).
 
 ## Paired comparisons with 95% intervals
 
-Each row is a − b over the same test questions and seeds; the interval comes from a bootstrap that resamples
-questions and seeds together, paired by seed (`mixcpt_core/stats.py`); the resolution is its half-width: the
-smallest difference this evaluation can tell from zero. Format compliance has no per-question outcome here and is
-bootstrapped over seeds only.
+Each row is a − b over the same test questions and seeds. The interval is a Student-t interval over the seeds'
+mean differences, widened by the question term (which questions were asked), paired by seed
+(`mixcpt_core/stats.py`, [evaluation.md](evaluation.md#paired-comparisons-and-their-intervals)). The
+MDD is the smallest true difference this design detects (its interval excluding 0) 80% of the time; a smaller one
+can hide in an interval that contains 0. Results with fewer than 3 seeds carry a thin-evidence flag. The earlier
+percentile bootstrap over questions and seeds is shown beside the interval: at 3 seeds it covers the truth less
+often than 95% where the seeds disagree. Format compliance has no per-question outcome here and gets an interval
+over seeds only.
 
 {t['full_comparisons'] if full else t['comparisons']}
 """]
     if "moved" in t:
         parts.append(f"""## What validation changed: the fixed defaults
 
-Before this protocol, stage 2 ran with settings fixed by hand before any run (full fine-tuning, SFT learning rate
-1e-3 for 100 steps; the arm configs as they are). The same main arms with those settings, on the same test
-questions (`figures/results_fixed.md`):
+Before this protocol, stage 2 ran with the fixed defaults of the arm configs (full fine-tuning, SFT learning rate
+1e-3 for 100 steps, N = 64; the arm configs as they are), which were set while stage 2 was scored on all 480
+held-out general questions, today's test questions among them (see "What was chosen before the validation split").
+The same main arms with those settings, on the same test questions (`figures/results_fixed.md`):
 
 {t['fixed_results']}
 
@@ -469,4 +642,5 @@ def write_report(root: Path, figures: Path | None = None) -> list[str]:
 
 
 __all__ = ["BEGIN", "END", "render_tables", "replace_block", "current_block", "interval", "verdict", "findings",
-           "moved_table", "record_wall_time", "cached_stages", "readme_block", "reproduction_page", "write_report"]
+           "moved_table", "final_choices", "winners_curse_table", "winners_curse_gap", "record_wall_time",
+           "cached_stages", "readme_block", "reproduction_page", "write_report"]

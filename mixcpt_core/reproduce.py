@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .atomic import write_text_atomic
-from .evaluation import LEVELS, METRIC_COLUMNS, PLAIN_COLUMNS, STORED_COLUMNS, format_base_table
+from .evaluation import LAYOUT_COLUMNS, LEVELS, METRIC_COLUMNS, PLAIN_COLUMNS, STORED_COLUMNS, format_base_table
 from .plots import plot_base_training
 from .tokenizer import train_tokenizer
 from .training import BasePretrainConfig, evaluate_base, load_base_checkpoint, pretrain_base
@@ -63,8 +63,10 @@ def reproduce_base(cfg: BasePretrainConfig, shipped: Path, figures: Path, run_di
 RESULT_COLUMNS = ("arm", "start", "seed", *METRIC_COLUMNS, "train_seconds", *PLAIN_COLUMNS, *STORED_COLUMNS)
 SWEEP_COLUMNS = ("param", "value", "arm", "start", "seed", *METRIC_COLUMNS, "train_seconds", *PLAIN_COLUMNS)
 PROBE_COLUMNS = ("arm", "start", "seed", "point", "qa_set", "stored", "extractable", "said")
+# lo, hi, se_seeds, se_questions, mdd: stats.paired_interval (NaN: a term that cannot be estimated); thin: fewer than
+# stats.THIN_SEEDS seeds (0/1); boot_lo, boot_hi: the earlier percentile bootstrap (stats.paired_bootstrap)
 COMPARISON_COLUMNS = ("question", "start", "metric", "a", "b", "n_seeds", "n_questions", "a_mean", "b_mean", "diff",
-                      "lo", "hi", "half_width", "a_wins")
+                      "lo", "hi", "se_seeds", "se_questions", "mdd", "thin", "boot_lo", "boot_hi", "a_wins")
 POINTS = ("start", "stage1", "stage2")  # where the probes look: the start model, after stage 1, after stage 2
 PROTOCOLS = ("validated", "fixed")
 METRIC_LABELS = {
@@ -77,8 +79,11 @@ METRIC_LABELS = {
     "plain_general_qa_acc": "held-out general QA (plain)",
     "stored_domain_acc": "domain facts stored",
     "stored_general_acc": "held-out general facts stored",
+    "stage1_layout_domain_qa_acc": "domain QA (stage-1 layout)",
+    "stage1_layout_general_qa_acc": "held-out general QA (stage-1 layout)",
+    "stored_general_acc_qa_layout": "held-out general stored (QA layout)",
 }
-# metric column -> the per-question hits behind it (evaluation.HIT_KEYS), for the paired bootstrap
+# metric column -> the per-question hits behind it (evaluation.HIT_KEYS), for the paired intervals
 METRIC_HITS = {col: f"{qa_set}_{level}" for level, cols in LEVELS.items() for qa_set, col in zip(("domain", "general"), cols)}
 
 
@@ -143,15 +148,16 @@ QUESTIONS = (
 
 def paired_differences(results, hits: dict | None = None, questions=QUESTIONS, n_boot: int = 4000):
     """For each question and start where both arms ran with the same seeds: the mean difference a - b of each metric,
-    its 95% interval and half-width (:func:`mixcpt_core.stats.paired_bootstrap`, over questions and seeds, paired by
-    seed; resolution = half-width), the per-seed spread and in how many seeds a > b. ``hits``: ``{(start, arm,
+    its 95% interval and minimum detectable difference (:func:`mixcpt_core.stats.paired_interval`: a t interval over
+    the seeds' mean differences with the question term, paired by seed), the earlier percentile bootstrap's interval
+    beside it (``boot_lo``, ``boot_hi``), the per-seed spread and in how many seeds a > b. ``hits``: ``{(start, arm,
     seed): {hit key: [0/1 per question]}}`` (from the evaluations); metrics without per-question hits (format,
-    perplexity) or arms without them are bootstrapped over seeds only. Returns a DataFrame of
+    perplexity) or arms without them get an interval over seeds only (one value per seed). Returns a DataFrame of
     :data:`COMPARISON_COLUMNS` plus ``diff_std``."""
     import numpy as np
     import pandas as pd
 
-    from .stats import paired_bootstrap
+    from .stats import paired_bootstrap, paired_interval
 
     hits = hits or {}
     out = []
@@ -166,29 +172,45 @@ def paired_differences(results, hits: dict | None = None, questions=QUESTIONS, n
                 key = METRIC_HITS.get(m)
                 have = key and all((start, arm, s) in hits for arm in (a, b) for s in seeds)
                 if have:
-                    xa = np.array([hits[(start, a, s)][key] for s in seeds])
+                    xa = np.array([hits[(start, a, s)][key] for s in seeds])  # [S, Q]
                     xb = np.array([hits[(start, b, s)][key] for s in seeds])
-                else:  # one value per seed
+                else:  # one value per seed: [S, 1]
                     xa, xb = ra.loc[seeds, m].to_numpy()[:, None], rb.loc[seeds, m].to_numpy()[:, None]
-                ci = paired_bootstrap(xa, xb, n_boot=n_boot)
+                ci, boot = paired_interval(xa, xb), paired_bootstrap(xa, xb, n_boot=n_boot)
                 d = ra.loc[seeds, m] - rb.loc[seeds, m]
                 out.append({"question": question, "start": start, "metric": m, "a": a, "b": b,
                             "n_seeds": len(seeds), "n_questions": ci["n_questions"] if have else 0,
                             "a_mean": ra.loc[seeds, m].mean(), "b_mean": rb.loc[seeds, m].mean(),
-                            "diff": d.mean(), "lo": ci["lo"], "hi": ci["hi"], "half_width": ci["half_width"],
+                            "diff": d.mean(),
+                            **{k: float(ci[k]) for k in ("lo", "hi", "se_seeds", "se_questions", "mdd")},
+                            "thin": int(ci["thin"]), "boot_lo": boot["lo"], "boot_hi": boot["hi"],
                             "diff_std": d.std(ddof=1) if len(seeds) > 1 else 0.0, "a_wins": int((d > 0).sum())})
     return pd.DataFrame(out)
 
 
 def format_differences_table(diffs) -> str:
-    """Markdown table of :func:`paired_differences`: the difference with its 95% interval and the resolution."""
-    lines = ["| question | start | metric | a | b | a − b [95% interval] | resolution (±) | seeds where a > b |",
-             "|---|---|---|---|---|---|---|---|"]
+    """Markdown table of :func:`paired_differences`: the difference with its 95% interval (flagged when thin), the
+    minimum detectable difference at 80% power, and the earlier bootstrap interval for comparison."""
+    from .stats import interval_text
+
+    lines = ["| question | start | metric | a | b | a − b [95% interval] | detectable at 80% power (MDD) | "
+             "earlier percentile bootstrap | seeds where a > b |", "|---|---|---|---|---|---|---|---|---|"]
     for _, r in diffs.iterrows():
         lines.append(f"| {r['question']} | {r['start']} | {METRIC_LABELS[r['metric']]} | {r['a']} {r['a_mean']:.3f} | "
-                     f"{r['b']} {r['b_mean']:.3f} | {r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] | "
-                     f"{r['half_width']:.3f} | {r['a_wins']} of {r['n_seeds']} |")
+                     f"{r['b']} {r['b_mean']:.3f} | {interval_text(r)} | {r['mdd']:.3f} | "
+                     f"[{r['boot_lo']:+.3f}, {r['boot_hi']:+.3f}] | {r['a_wins']} of {r['n_seeds']} |")
     return "\n".join(lines)
+
+
+DIFFERENCES_INTRO = ("\nPaired differences (a − b): 95% t interval over the seeds' mean differences with the question "
+                     "term, paired by seed (`mixcpt_core/stats.py`); MDD = the smallest true difference this design "
+                     "detects 80% of the time; beside it the earlier percentile bootstrap (too narrow at 3 seeds "
+                     "where the seeds disagree):")
+
+
+def differences_section(diffs) -> str:
+    """The paired-differences part of ``results*.md`` (its end): :data:`DIFFERENCES_INTRO` and the table."""
+    return f"{DIFFERENCES_INTRO}\n\n{format_differences_table(diffs)}\n" if len(diffs) else ""
 
 
 def probe_rows(arm: str, start: str, seed: int, probes: dict) -> list[dict]:
@@ -230,7 +252,9 @@ def write_grid_outputs(grid: dict, figures: Path, suffix: str, seeds: list[int],
     from .plots import plot_forgetting_curves, plot_probes, plot_results
 
     figures.mkdir(parents=True, exist_ok=True)
-    write_csv(grid["rows"], RESULT_COLUMNS, figures / f"results{suffix}.csv")
+    # a profile's extra probe columns (stage 1's own layout, kept as what it is) after the usual ones
+    layout = [c for c in LAYOUT_COLUMNS if grid["rows"] and c in grid["rows"][0]]
+    write_csv(grid["rows"], RESULT_COLUMNS + tuple(layout), figures / f"results{suffix}.csv")
     write_csv(grid["curves"], ("arm", "start", "seed", "step", "heldout_qa_acc", "domain_qa_acc"),
               figures / f"stage1_curves{suffix}.csv")
     write_csv(grid["probes"], PROBE_COLUMNS, figures / f"probes{suffix}.csv")
@@ -241,18 +265,26 @@ def write_grid_outputs(grid: dict, figures: Path, suffix: str, seeds: list[int],
     diffs = paired_differences(results, grid["hits"])
     write_csv(diffs.to_dict("records"), COMPARISON_COLUMNS, figures / f"comparisons{suffix}.csv")
     table = format_results_table(summarize(results))
-    md = (f"{label}\n\n{table}\n\nWhat the models know in the plain `Question:/Answer:` format of pre-training, and "
-          f"what they have stored (multiple choice by likelihood):\n\n"
-          f"{format_results_table(summarize(results, PLAIN_COLUMNS + STORED_COLUMNS), PLAIN_COLUMNS + STORED_COLUMNS)}"
+    plain_cols = PLAIN_COLUMNS + STORED_COLUMNS + tuple(layout)
+    where = ("a plain layout that stage 1 never trains on (`Q:/A:`), what they have stored (multiple choice by "
+             "likelihood of declarative sentences), and the same probes in stage 1's own `Question:/Answer:` layout "
+             "(the last columns, not format-free)" if layout else
+             "the plain `Question:/Answer:` format of pre-training, and what they have stored (multiple choice by "
+             "likelihood)")
+    md = (f"{label}\n\n{table}\n\nWhat the models know in {where}:\n\n"
+          f"{format_results_table(summarize(results, plain_cols), plain_cols)}"
           f"\n\nMean ± sample standard deviation over the seeds of each row (`seeds` column; seeds {seeds}); `train s` = "
           f"wall time of the arm's own stages on "
           f"this machine.\n\nWhere the knowledge goes (mean over seeds):\n\n{format_probe_table(probes)}\n")
-    if len(diffs):
-        md += (f"\nPaired differences (a − b), 95% interval by a bootstrap over questions and seeds, paired by seed; "
-               f"resolution = the interval's half-width:\n\n{format_differences_table(diffs)}\n")
+    if grid.get("majority"):
+        c, m = grid["chance"], grid["majority"]
+        md += (f"\nBaselines of the stored probe: uniform chance 1/K = {c['domain']:.3f} (domain) and {c['general']:.3f} "
+               f"(general); always answering the most common value of the attribute = {m['domain']:.3f} (domain) and "
+               f"{m['general']:.3f} (general).\n")
+    md += differences_section(diffs)
     write_text_atomic(figures / f"results{suffix}.md", md)
     plot_results(results, figures / f"results{suffix}.png")
-    plot_probes(probes, figures / f"probes{suffix}.png", chance=grid.get("chance"))
+    plot_probes(probes, figures / f"probes{suffix}.png", chance=grid.get("chance"), majority=grid.get("majority"))
     names = [f"{n}{suffix}.{ext}" for n, ext in (("results", "csv"), ("results", "md"), ("results", "png"),
                                                   ("probes", "csv"), ("probes", "png"), ("comparisons", "csv"),
                                                   ("hits", "json"),
@@ -299,6 +331,29 @@ def load_grid_outputs(figures: Path) -> dict:
             "generations": json.loads((figures / f"generations{suffix}.json").read_text(encoding="utf-8"))}
 
 
+def recompute_comparisons(figures: Path) -> list[str]:
+    """Recompute every ``comparisons<suffix>.csv`` of ``figures`` and the paired-differences part of its
+    ``results<suffix>.md`` from the committed ``results<suffix>.csv`` and ``hits<suffix>.json`` (suffixes "", _full,
+    _fixed), without training: after a change of the interval method. Returns the names of the files written."""
+    import pandas as pd
+
+    figures, written = Path(figures), []
+    for suffix in ("", "_full", "_fixed"):
+        results, hits_path = figures / f"results{suffix}.csv", figures / f"hits{suffix}.json"
+        if not results.exists() or not hits_path.exists():
+            continue
+        diffs = paired_differences(pd.read_csv(results), read_hits(hits_path))
+        write_csv(diffs.to_dict("records"), COMPARISON_COLUMNS, figures / f"comparisons{suffix}.csv")
+        written.append(f"comparisons{suffix}.csv")
+        md_path = figures / f"results{suffix}.md"
+        if md_path.exists():
+            md = md_path.read_text(encoding="utf-8")
+            cut = md.find("\nPaired differences (a − b)")  # the section is the file's end (write_grid_outputs)
+            write_text_atomic(md_path, (md if cut < 0 else md[:cut]) + differences_section(diffs))
+            written.append(md_path.name)
+    return written
+
+
 def sweep_reference(results, arm: str = "traditional", start: str = "base") -> dict:
     """``{"<arm> (n seeds)": {metric: mean}}`` of an arm's chat-format QA in ``results``, for :func:`plot_sweep`'s
     reference lines (empty if the arm did not run)."""
@@ -336,16 +391,20 @@ def run_grid(cfg, root: Path, world, starts: dict, pairs: list[tuple[str, str]],
 
     t0 = time.time()
     run_dir = root / cfg.run_dir
-    from .probes import chance_accuracy
+    from .probes import chance_accuracy, majority_accuracy
 
+    general = general_items if general_items is not None else world.qa_split("general_heldout")
     if general_items is not None:
         from .realworld import realworld_chance
 
         general_chance = realworld_chance(general_items)
     else:
-        general_chance = chance_accuracy(world.qa_split("general_heldout"))
+        general_chance = chance_accuracy(general)
+    limit = cfg.evaluation.limit or None  # the questions evaluate_model reads
     grid = {"rows": [], "curves": [], "probes": [], "hits": {}, "examples": {},
-            "chance": {"domain": chance_accuracy(world.qa_split("domain")), "general": general_chance}}
+            "chance": {"domain": chance_accuracy(world.qa_split("domain")), "general": general_chance},
+            "majority": {"domain": majority_accuracy(world.qa_split("domain")[:limit]),
+                         "general": majority_accuracy(general[:limit])}}
     seeds = cfg.seeds if seeds is None else seeds
     total = len(pairs) * len(seeds)
     for seed in seeds:
@@ -355,7 +414,8 @@ def run_grid(cfg, root: Path, world, starts: dict, pairs: list[tuple[str, str]],
                         cfg.examples if seed == seeds[0] else 0, spec=cfg.evaluation, general_items=general_items)
             m = r["metrics"]
             grid["rows"].append({"arm": arm, "start": start, "seed": seed, "train_seconds": r["train_seconds"],
-                                 **{c: m[c] for c in METRIC_COLUMNS + PLAIN_COLUMNS + STORED_COLUMNS}})
+                                 **{c: m[c] for c in METRIC_COLUMNS + PLAIN_COLUMNS + STORED_COLUMNS + LAYOUT_COLUMNS
+                                    if c in m}})
             grid["hits"][(start, arm, seed)] = m["hits"]
             grid["probes"] += probe_rows(arm, start, seed, r["probes"])
             if r["stage1"]:
@@ -381,13 +441,13 @@ def _subset(grid: dict, keep: set, seeds: list[int]) -> dict:
             "probes": [p for p in grid["probes"] if ok(p["start"], p["arm"], p["seed"])],
             "hits": {k: v for k, v in grid["hits"].items() if ok(*k)},
             "examples": {k: v for k, v in grid["examples"].items() if tuple(k.split(" / ")[::-1]) in keep},
-            "chance": grid["chance"]}
+            "chance": grid["chance"], "majority": grid.get("majority")}
 
 
 PROTOCOL_LABELS = {
     "validated": "**Validated protocol**: each pipeline's stage-2 recipe chosen on validation QA by the declared "
                  "search (`{recipes}/`).",  # the profile's recipes folder (ReproduceConfig.stage2_recipes)
-    "fixed": "**Fixed defaults** (the stage-2 settings of the arm configs, fixed before any run; not validated).",
+    "fixed": "**Fixed defaults** (the stage-2 settings of the arm configs, set before the validation split existed; not validated).",
 }
 
 
@@ -420,12 +480,13 @@ def known_realworld_questions(start_dir: Path, cfg, run_dir: Path, figures: Path
     spec = cfg.evaluation
     items = realworld_split()["test"]
     items = items[: spec.limit] if spec.limit else items
+    decoding = "".join(f"-{k}{v}" for k, v in spec.decoding().items())  # another decoding is another set
     path = run_dir / "eval" / (f"realworld-known-{weights_key(start_dir)}-{spec.match}-{spec.max_new_tokens}"
-                               f"-{len(items)}.json")
+                               f"-{len(items)}{decoding}.json")
     if not path.exists():
         model, tokenizer = load_causal_lm(start_dir)
         m = chat_qa_metrics(model, tokenizer, items, batch_size=spec.batch_size, max_new_tokens=spec.max_new_tokens,
-                            match=spec.match)
+                            match=spec.match, leak_check=spec.leak_check, **spec.decoding())
         rows = [{"id": q["id"], "question": q["question"], "answer": q["answer"], "reply": g["content"], "known": h}
                 for q, g, h in zip(items, m["generations"], m["hits"])]
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -471,7 +532,7 @@ def reproduce(cfg, root: Path, figures: Path, full: bool = False, sweep: bool = 
     plan = {p: resolve_arms(cfg, root, pairs if p == whole else main_pairs, p) for p in protocols}
 
     grids, written = {}, []
-    extra = [s for s in cfg.main_extra_seeds if s not in cfg.seeds] if full else []
+    extra = [s for s in (cfg.headline_seeds or cfg.main_extra_seeds) if s not in cfg.seeds] if full else []
     labels = {p: label.format(recipes=cfg.stage2_recipes.rstrip("/")) for p, label in PROTOCOL_LABELS.items()}
     for protocol, arms in plan.items():
         grid = run_grid(cfg, root, world, starts, list(arms), arms, protocol, general_items=general_items)
@@ -516,3 +577,11 @@ def reproduce(cfg, root: Path, figures: Path, full: bool = False, sweep: bool = 
     written += ["sweep.csv", "sweep.png"] if sweep_rows else []
     print(f"\nwrote {', '.join(written)} to {figures}/ in {seconds / 60:.1f} min")
     return {"grids": grids, "sweep_rows": sweep_rows, "seconds": seconds}
+
+
+if __name__ == "__main__":  # python -m mixcpt_core.reproduce figures figures/small figures/smollm2
+    import sys
+
+    for folder in sys.argv[1:] or ["figures"]:
+        written = recompute_comparisons(Path(folder))
+        print(f"{folder}/: recomputed {', '.join(written) or 'nothing (no results and hits there)'}")

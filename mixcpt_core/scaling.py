@@ -110,7 +110,7 @@ SCALE_PROFILES = {
     "smollm2": ("SmolLM2-135M-Instruct", "figures/smollm2", ""),
 }
 SCALE_COLUMNS = ("profile", "label", "n_parameters", "n_seeds", "metric", "n_questions", "mixcpt", "traditional",
-                 "diff", "lo", "hi", "half_width", "mixcpt_wins")
+                 "diff", "lo", "hi", "mdd", "thin", "boot_lo", "boot_hi", "mixcpt_wins")
 SCALE_PROBE_COLUMNS = ("profile", "arm", "qa_set", "stored", "extractable", "said")
 
 
@@ -126,7 +126,8 @@ def scale_tables(root: str | Path = ".") -> tuple[list[dict], list[dict]]:
     """The scale comparison from each profile's committed results (``comparisons*.csv``, ``probes*.csv``):
 
     * rows of :data:`SCALE_COLUMNS`: Mix-CPT − traditional on domain and general QA (chat format, the arms' final
-      models) with the 95% interval of the paired bootstrap, per profile that has results;
+      models) with the 95% interval and minimum detectable difference of :func:`mixcpt_core.stats.paired_interval`
+      (and the earlier bootstrap's interval), per profile that has results;
     * rows of :data:`SCALE_PROBE_COLUMNS`: stored / extractable / said after stage 2 for both arms, mean over seeds.
 
     A profile without results yet is left out."""
@@ -148,7 +149,8 @@ def scale_tables(root: str | Path = ".") -> tuple[list[dict], list[dict]]:
             diffs.append({"profile": profile, "label": label, "n_parameters": _n_parameters(root, profile),
                           "n_seeds": int(r["n_seeds"]), "metric": metric, "n_questions": int(r["n_questions"]),
                           "mixcpt": r["a_mean"], "traditional": r["b_mean"], "diff": r["diff"], "lo": r["lo"],
-                          "hi": r["hi"], "half_width": r["half_width"], "mixcpt_wins": int(r["a_wins"])})
+                          "hi": r["hi"], "mdd": r["mdd"], "thin": int(r["thin"]), "boot_lo": r["boot_lo"],
+                          "boot_hi": r["boot_hi"], "mixcpt_wins": int(r["a_wins"])})
         p = pd.read_csv(prob)
         p = p[(p["point"] == "stage2") & (p["start"] == "base") & p["arm"].isin(["traditional", "mixcpt"])]
         for (arm, qa_set), g in p.groupby(["arm", "qa_set"], sort=False):
@@ -158,7 +160,10 @@ def scale_tables(root: str | Path = ".") -> tuple[list[dict], list[dict]]:
 
 
 def format_scale_table(diffs: list[dict], probes: list[dict]) -> str:
-    """Markdown: one row per profile with both differences and the domain probes of both arms after stage 2."""
+    """Markdown: one row per profile with both differences (thin evidence flagged) and the domain probes of both
+    arms after stage 2."""
+    from .stats import interval_text
+
     lines = ["| profile | parameters | seeds | domain QA: Mix-CPT − traditional [95% interval] | general QA: Mix-CPT − "
              "traditional [95% interval] | domain facts after stage 2, stored / extractable / said: traditional | "
              "Mix-CPT |", "|---|---|---|---|---|---|---|"]
@@ -167,8 +172,7 @@ def format_scale_table(diffs: list[dict], probes: list[dict]) -> str:
         cells = []
         for metric in ("domain_qa_acc", "general_qa_acc"):
             d = by.get(metric)
-            cells.append(f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] ({d['mixcpt']:.3f} vs "
-                         f"{d['traditional']:.3f})" if d else "—")
+            cells.append(f"{interval_text(d)} ({d['mixcpt']:.3f} vs {d['traditional']:.3f})" if d else "—")
         for arm in ("traditional", "mixcpt"):
             p = next((p for p in probes if p["profile"] == profile and p["arm"] == arm and p["qa_set"] == "domain"), None)
             cells.append(" / ".join(f"{p[k]:.3f}" for k in ("stored", "extractable", "said")) if p else "—")
@@ -199,7 +203,7 @@ def ablation_rows(root: str | Path = ".") -> list[dict]:
                     r = r.iloc[0]
                     rows.append({"question": question, "b": b, "profile": profile, "label": label, "metric": metric,
                                  "n_seeds": int(r["n_seeds"]),
-                                 **{k: float(r[k]) for k in ("a_mean", "b_mean", "diff", "lo", "hi")}})
+                                 **{k: float(r[k]) for k in ("a_mean", "b_mean", "diff", "lo", "hi", "mdd")}})
     return rows
 
 
@@ -209,19 +213,24 @@ ABLATED_PART = {"no_lssd": "LSSD", "self_kd": "the swap", "no_mix": "the mixture
 
 def format_ablation_table(rows: list[dict]) -> str:
     """One line per (question, profile): Mix-CPT − the pipeline without one part (:data:`ABLATED_PART`) on domain
-    and general QA, 95% intervals; a difference whose interval excludes 0 is in bold."""
+    and general QA, 95% intervals; a difference whose interval excludes 0 is in bold, unless the evidence is thin
+    (fewer than 3 seeds: flagged in the seeds column, never bold; :func:`mixcpt_core.stats.read_difference`)."""
+    from .stats import interval_text, read_difference, thin_flag
+
     def cell(r):
         if r is None:
             return ""
-        text = f"{r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
-        return f"**{text}**" if r["lo"] > 0 or r["hi"] < 0 else text
+        reading = read_difference(r["lo"], r["hi"], r["n_seeds"])
+        text = interval_text(r, flag=False)  # the seeds column flags thin evidence
+        return f"**{text}**" if reading["resolved"] and not reading["thin"] else text
 
     lines = ["| part removed (arm) | rung | seeds | domain QA | general QA |", "|---|---|---|---|---|"]
     for question, profile in dict.fromkeys((r["question"], r["profile"]) for r in rows):
         by = {r["metric"]: r for r in rows if r["question"] == question and r["profile"] == profile}
         first = next(iter(by.values()))
         part = ABLATED_PART.get(first["b"], first["b"])
-        lines.append(f"| {part} ({first['b']}) | {profile} | {first['n_seeds']} | {cell(by.get('domain_qa_acc'))} | "
+        seeds = f"{first['n_seeds']} (thin evidence)" if thin_flag(first["n_seeds"]) else str(first["n_seeds"])
+        lines.append(f"| {part} ({first['b']}) | {profile} | {seeds} | {cell(by.get('domain_qa_acc'))} | "
                      f"{cell(by.get('general_qa_acc'))} |")
     return "\n".join(lines)
 
@@ -279,7 +288,7 @@ SCALE_END = "<!-- scale:end -->"
 # profile -> the commands that make its results, as recorded in the wall-time files (relative to the profile folder)
 PROFILE_COMMANDS = {
     "tiny": ("mixcpt reproduce --profile tiny", "mixcpt search configs/search-stage2-tiny.yaml",
-             "mixcpt reproduce --profile tiny --full"),
+             "mixcpt search configs/search-stage2-tiny-staged.yaml", "mixcpt reproduce --profile tiny --full"),
     "small": ("mixcpt search configs/search-stage2-small.yaml", "mixcpt reproduce --profile small",
               "mixcpt reproduce --profile small --full"),
     "smollm2": ("mixcpt reproduce --profile smollm2 --protocol fixed", "mixcpt search configs/smollm2/search-stage2.yaml",
@@ -290,12 +299,13 @@ PROFILE_COMMANDS = {
 
 
 def verdict(d: dict) -> str:
-    """A difference's reading from its 95% interval: a win or a loss when the interval excludes 0."""
-    if d["lo"] > 0:
-        return "Mix-CPT wins"
-    if d["hi"] < 0:
-        return "Mix-CPT loses"
-    return "no resolvable difference"
+    """A difference's reading from its 95% interval (:func:`mixcpt_core.stats.read_difference`): a win or a loss
+    when the interval excludes 0, with the thin-evidence flag when fewer than 3 seeds ran."""
+    from .stats import read_difference
+
+    r = read_difference(d["lo"], d["hi"], int(d["n_seeds"]))
+    words = {"higher": "Mix-CPT wins", "lower": "Mix-CPT loses"}.get(r["verdict"], r["verdict"])
+    return f"{words} {r['flag']}" if r["thin"] else words
 
 
 def _seeds(n: int) -> str:
@@ -336,8 +346,7 @@ def scale_readme_block(root: str | Path = ".") -> str:
     for profile in dict.fromkeys(d["profile"] for d in diffs):
         by = {d["metric"]: d for d in diffs if d["profile"] == profile}
         said = " and ".join(f"{name}: {verdict(by[m])}" for m, name in (("domain_qa_acc", "domain QA"),
-                                                                           ("general_qa_acc", "general QA"))
-                            if m in by)
+                                                                           ("general_qa_acc", "general QA")) if m in by)
         first = next(iter(by.values()))
         p = {r["arm"]: r for r in probes if r["profile"] == profile and r["qa_set"] == "domain"}
         probe = (f" After stage 2, domain facts stored: Mix-CPT {p['mixcpt']['stored']:.3f} vs traditional "
@@ -387,7 +396,86 @@ def write_scale(root: str | Path = ".") -> list[str]:
         if new != old:
             write_text_atomic(readme, new)
             names.append("../README.md")
+    names += [f"../{n}" for n in render_smollm2_cpu(root)]
     return names
+
+
+# docs/scaling.md's blocks rendered from figures/smollm2_cpu.json (written by notebook 05's full run)
+SMOLLM2_CPU_JSON = "figures/smollm2_cpu.json"
+SMOLLM2_CPU_BLOCKS = {
+    "smollm2-cpu": ("<!-- smollm2-cpu:begin (rendered by `mixcpt scale` from figures/smollm2_cpu.json; do not edit by "
+                    "hand) -->", "<!-- smollm2-cpu:end -->"),
+    "smollm2-conversion": ("<!-- smollm2-conversion:begin (rendered by `mixcpt scale` from figures/smollm2_cpu.json; "
+                           "do not edit by hand) -->", "<!-- smollm2-conversion:end -->"),
+}
+# the rows of the notebook's summary, as the doc names them
+SMOLLM2_CPU_ROWS = {"before": ("before", None),
+                    "LoRA, adapter-disabled teacher": ("LoRA steps, teacher = adapter disabled "
+                                                       "(`configs/smollm2-cpt.yaml`)", "adapter_disabled"),
+                    "LoRA, cached teacher": ("LoRA steps, cached top-64 teacher (`configs/smollm2-cached-cpt.yaml`)",
+                                             "cached")}
+
+
+def step_seconds(seconds: list[float]) -> float:
+    """Seconds per step as notebook 05 reports them: the mean of every step after the first."""
+    return sum(seconds[1:]) / max(1, len(seconds) - 1)
+
+
+def smollm2_cpu_blocks(data: dict) -> dict[str, str]:
+    """docs/scaling.md's notebook-05 table and its reading, and the conversion's timing, from the summary notebook 05
+    writes (``figures/smollm2_cpu.json``): every number of the two blocks is read or computed here."""
+    import textwrap
+
+    steps, tokens = data["steps"], data["tokens_per_step"]
+    per_step = {k: step_seconds(v) for k, v in data["seconds_per_step"].items()}
+    lines = ["| | domain QA, plain (exact) | domain QA, chat (contains) | real-world QA, chat (contains) | replies "
+             "ending with `<|im_end|>` | s/step | tokens/s |", "|---|---|---|---|---|---|---|"]
+    for key, m in data["metrics"].items():
+        label, timing = SMOLLM2_CPU_ROWS.get(key, (key, None))
+        label = label if timing is None else f"{steps} {label}"
+        cells = [f"{m[c]:.3f}" for c in ("domain_plain_exact", "domain_chat_contains", "general_chat_contains",
+                                         "format_compliance")]
+        rate = ["", ""] if timing is None else [f"{per_step[timing]:.2f}", f"{tokens / per_step[timing]:.0f}"]
+        lines.append(f"| {label} | " + " | ".join(cells + rate) + " |")
+    n = len(GENERAL_QA)
+    before = round(data["metrics"]["before"]["general_chat_contains"] * n)
+    after = sorted({round(m["general_chat_contains"] * n) for k, m in data["metrics"].items() if k != "before"})
+    saved = 1 - per_step["cached"] / per_step["adapter_disabled"]
+    lines += ["", textwrap.fill(f"A step is {tokens} tokens; s/step is the mean of steps 2–{steps} (StepTimer callback: forward, "
+              f"teacher, backward, update), and tokens/s is {tokens} over it. The cached teacher saves the teacher "
+              f"forward ({saved:.0%} of a step) after a one-off pass over D_MIX: "
+              f"{data['teacher_stats_seconds']:.1f} s. The {steps} steps ({steps * tokens:,} tokens) measure the "
+              f"cost, not the effect: the model answered {before} of the {n} real-world questions before and "
+              f"{' or '.join(map(str, after))} after the runs (one seed, {n} questions: an observation, not a "
+              "forgetting measurement).", width=118, break_long_words=False, break_on_hyphens=False)]
+    c = data["conversion"]
+    conversion = ["| step | wall time |", "|---|---|",
+                  f"| conversion: GGUF load + de-quantisation ({c['gguf_load_seconds']:.1f} s) + save "
+                  f"({c['save_seconds']:.1f} s), {c['parameters']:,} parameters | "
+                  f"{c['gguf_load_seconds'] + c['save_seconds']:.1f} s |"]
+    return {"smollm2-cpu": "\n".join(lines), "smollm2-conversion": "\n".join(conversion)}
+
+
+def render_smollm2_cpu(root: str | Path = ".") -> list[str]:
+    """Re-render the blocks of ``docs/scaling.md`` from ``figures/smollm2_cpu.json``; returns ``["docs/scaling.md"]``
+    if it changed (nothing when either file is missing)."""
+    from .atomic import write_text_atomic
+    from .runtimes import replace_block
+
+    root = Path(root)
+    page, source = root / "docs" / "scaling.md", root / SMOLLM2_CPU_JSON
+    if not page.exists() or not source.exists():
+        return []
+    old = page.read_text(encoding="utf-8")
+    new = old
+    for name, text in smollm2_cpu_blocks(json.loads(source.read_text(encoding="utf-8"))).items():
+        begin, end = SMOLLM2_CPU_BLOCKS[name]
+        if begin in new:
+            new = replace_block(new, begin, end, text, str(page))
+    if new == old:
+        return []
+    write_text_atomic(page, new)
+    return ["docs/scaling.md"]
 
 
 def replace_scale_block(text: str, block: str) -> str:

@@ -1,25 +1,42 @@
 """The stage-2 search: one declared space, one fixed rule, validation questions only.
 
-Stage 2's recipe (learning rate, steps, full fine-tuning or LoRA) decides how much of stage 1's knowledge survives,
-so it is chosen per pipeline, fairly, before any test number is read:
+Stage 2's recipe (learning rate, steps, full fine-tuning or LoRA, N, DPO, the selection score) decides how much of
+stage 1's knowledge survives, so it is chosen per pipeline, fairly, before any test number is read:
 
 * the **space** is declared in a committed config (``configs/search-stage2-tiny.yaml``) before the search runs: a
   list of grids, each mapping a dotted :class:`~mixcpt_core.alignment.AlignConfig` field (``sft.learning_rate``,
   ``lora``) to the values to try; the union of their Cartesian products is the space, the same for every arm;
-* every (start, arm) pair runs its stage 1 (the cached one of the reproduction) and then stage 2 with each setting,
-  for the declared seeds; :func:`mixcpt_core.alignment.run_align` evaluates the result on the **validation**
-  questions only (``general_val``, ``domain_val``);
+* or the space comes in ordered **stages** (``stages:``, e.g. ``configs/search-stage2-tiny-staged.yaml``): each
+  stage has a name, a space of its own and optionally the ``arms`` it applies to (default: every pipeline). Per
+  pipeline, each stage searches its space with the earlier stages' choices fixed (the recipe so far, merged under
+  the stage's setting), by the same rule; a pipeline whose recipe so far is ``skip`` (no stage 2) has nothing left
+  to choose, and its later stages are not run. A key is searched in one stage only;
+* every (start, arm) pair runs its stage 1 and then stage 2 with each setting, for the declared seeds;
+  :func:`mixcpt_core.alignment.run_align` evaluates the result on the **validation** questions only
+  (``general_val``, ``domain_val``), and a setting's numbers are the means over the seeds;
 * the **rule** (:func:`choose`), fixed in advance: among settings whose validation format compliance (mean over the
   seeds) is at least ``min_format``, the highest validation score (the mean of general and domain chat QA, mean
   over the seeds); ties go to the setting declared first. If no setting is compliant enough, the most compliant one.
 
 The chosen settings are written as one YAML per (start, arm) into ``out_dir`` (``configs/stage2-selected/``):
 align overrides that ``mixcpt reproduce`` applies on top of the arm's own, so the reproduction never searches again.
-Nothing here calls the test-set evaluation; a test runs the search with the test splits made unreadable.
+Every row of the table (``table``) is one setting of one pipeline (and, in a staged search, of one stage).
+
+Nothing here reads a test question. The search's stage 1 runs without the monitoring curves (``eval_every = 0``,
+:func:`search_stage1`): those plot plain QA on the *test* splits during training (the reproduction's figure). The
+weights do not depend on it, but the stage is cached apart from the reproduction's monitored one (its key includes
+``eval_every``; the probe KL on general documents, a training diagnostic, stays). ``tests/test_search.py`` runs a
+search from an empty run folder with the test splits made unreadable, and checks that the search's stage-1 weights
+equal the reproduction's.
+
+Resuming: every stage 1 and stage 2 is cached in the reproduction's ``run_dir`` (:mod:`mixcpt_core.pipelines`), and
+the choices are a function of the cached numbers, so a rerun after an interruption retrains nothing it finished and
+takes the same path through the stages.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -28,33 +45,97 @@ from pathlib import Path
 import yaml
 
 from .atomic import write_text_atomic
-from .config import ConfigError
+from .config import ConfigError, check_numbers, check_seeds
+
+
+def check_grids(space: list[dict[str, list]], where: str = "space") -> None:
+    """Every grid maps a key to a non-empty list of values (:class:`ValueError` naming ``where[i].key``)."""
+    for i, grid in enumerate(space):
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"field '{where}[{i}].{key}': expected a non-empty list of values")
+
+
+@dataclass
+class SearchStage:
+    """One stage of a staged search: its ``name`` (the table's ``stage`` column), its ``space`` (grids, as the flat
+    form's ``space``) and the ``arms`` that search it (empty: every pipeline; the others keep their own values of
+    its keys, e.g. ``traditional`` trains on every sample by definition and has no N to choose)."""
+
+    name: str = ""
+    space: list[dict[str, list]] = field(default_factory=list)
+    arms: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.name:
+            raise ValueError("field 'name': every stage needs a name")
+        if not self.space:
+            raise ValueError(f"stage {self.name!r}: field 'space': declare at least one grid of settings")
+        check_grids(self.space)
+
+    def applies_to(self, arm: str) -> bool:
+        return not self.arms or arm in self.arms
 
 
 @dataclass
 class Stage2SearchConfig:
     """The declared stage-2 search (see the module docstring). ``reproduce`` names the reproduction config whose base
-    model, world, arms, chat start and run directory (stage cache) the search shares."""
+    model, world, arms, chat start and run directory (stage cache) the search shares. Give either ``space`` (one
+    space, searched at once) or ``stages`` (ordered :class:`SearchStage` s, searched one after the other)."""
 
     reproduce: str = "configs/reproduce-tiny.yaml"
     pairs: dict[str, list[str]] = field(default_factory=lambda: {"base": ["traditional", "mixcpt"]})
     seeds: list[int] = field(default_factory=lambda: [0])
     space: list[dict[str, list]] = field(default_factory=list)
+    stages: list[SearchStage] = field(default_factory=list)
     min_format: float = 0.95
     out_dir: str = "configs/stage2-selected"
     table: str = "figures/search_stage2.csv"
 
+    RANGES = {"min_format": "[0, 1]"}
+    REQUIRED = ("reproduce",)  # the reproduction whose stage cache and arms the search shares
+
     def __post_init__(self):
-        if not self.space:
-            raise ValueError("field 'space': declare at least one grid of settings")
+        check_numbers(self)
+        check_seeds(self, ("seeds",))
+        if bool(self.space) == bool(self.stages):
+            raise ValueError("fields 'space' and 'stages': declare exactly one of them (one space, or ordered stages)")
         if not self.seeds:
             raise ValueError("field 'seeds': give at least one seed")
-        if not 0.0 <= self.min_format <= 1.0:
-            raise ValueError(f"field 'min_format' must be in [0, 1], got {self.min_format}")
-        for i, grid in enumerate(self.space):
-            for key, values in grid.items():
-                if not isinstance(values, list) or not values:
-                    raise ValueError(f"field 'space[{i}].{key}': expected a non-empty list of values")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"field 'seeds': a seed is listed twice in {self.seeds}")
+        check_grids(self.space)
+        names, owner = set(), {}
+        arms = {a for group in self.pairs.values() for a in group}
+        for stage in self.stages:
+            if stage.name in names:
+                raise ValueError(f"field 'stages': two stages are named {stage.name!r}")
+            names.add(stage.name)
+            if unknown := sorted(set(stage.arms) - arms):
+                raise ValueError(f"stage {stage.name!r}: field 'arms': {unknown} not among the pairs' arms "
+                                 f"{sorted(arms)}")
+            for key in {k for grid in stage.space for k in grid}:
+                if key in owner:
+                    raise ValueError(f"stage {stage.name!r}: key {key!r} is already searched in stage "
+                                     f"{owner[key]!r}; a key is searched in one stage only")
+                owner[key] = stage.name
+        if self.stages and (bare := sorted(a for a in arms if not any(st.applies_to(a) for st in self.stages))):
+            raise ValueError(f"field 'stages': arm(s) {bare} are searched by no stage")
+
+    @property
+    def staged(self) -> bool:
+        return bool(self.stages)
+
+
+def search_stages(cfg: Stage2SearchConfig) -> list[SearchStage]:
+    """The stages of a search: its declared ones, or its flat ``space`` as one stage (named ``space``) of every arm."""
+    return list(cfg.stages) if cfg.stages else [SearchStage(name="space", space=cfg.space)]
+
+
+def search_stage1(cpt):
+    """The stage-1 config a search trains: the arm's own without the monitoring curves (``eval_every = 0``), which
+    evaluate plain QA on the test splits during training. ``None`` (no stage 1) stays ``None``."""
+    return dataclasses.replace(cpt, eval_every=0) if cpt is not None and cpt.eval_every else cpt
 
 
 def dotted_to_nested(key: str, value) -> dict:
@@ -115,13 +196,18 @@ def choose(rows: list[dict], min_format: float) -> int:
 
 SEARCH_COLUMNS = ("start", "arm", "setting", "label", "seeds", "score", "general_accuracy", "domain_accuracy",
                   "format_compliance", "seconds", "chosen")
+# a staged search's table: the stage of each row, and the whole recipe it trained (the earlier stages' choices + the
+# row's setting; ``label`` is the row's own setting)
+STAGED_COLUMNS = ("start", "arm", "stage", "setting", "label", "recipe", "seeds", "score", "general_accuracy",
+                  "domain_accuracy", "format_compliance", "seconds", "chosen")
+METRICS = ("score", "general_accuracy", "domain_accuracy", "format_compliance")
 
 
 def run_search(cfg: Stage2SearchConfig, root: Path, write: bool = True,
                source: str = "configs/search-stage2-tiny.yaml") -> list[dict]:
     """Run the declared search (stages cached in the reproduction's ``run_dir``: a rerun continues where it
-    stopped), apply the rule per (start, arm) and, with ``write``, write the table ``cfg.table`` and one recipe YAML
-    per (start, arm) into ``cfg.out_dir``. Returns the table rows."""
+    stopped), apply the rule per (start, arm) -- stage by stage in a staged search -- and, with ``write``, write the
+    table ``cfg.table`` and one recipe YAML per (start, arm) into ``cfg.out_dir``. Returns the table rows."""
     from .config import load_config
     from .pipelines import ReproduceConfig, build_chat_start, load_arm, run_stage1, run_stage2, weights_key
     from .reproduce import start_model_dir
@@ -129,62 +215,114 @@ def run_search(cfg: Stage2SearchConfig, root: Path, write: bool = True,
     t0 = time.time()
     rep = load_config(ReproduceConfig, root / cfg.reproduce)
     run_dir = root / rep.run_dir
-    settings = expand_space(cfg.space)
+    stages = search_stages(cfg)
+    spaces = {st.name: expand_space(st.space) for st in stages}
     starts = {"base": start_model_dir(rep, root)}  # a shipped checkpoint or a released model (SmolLM2)
+    pairs = [(start, arm) for start, arms in cfg.pairs.items() for arm in arms]
+
+    def variant(arm: str, recipe: dict):
+        v = load_arm(arm, rep.arms_dir, root, rep.cpt_overrides, rep.align_overrides, recipe=setting_overrides(recipe))
+        return dataclasses.replace(v, cpt=search_stage1(v.cpt))
+
+    # every setting of every stage is built on every pipeline it applies to (and so checked) before anything runs
+    pools: dict = {}
+    for start, arm in pairs:
+        for st in stages:
+            for s in spaces[st.name] if st.applies_to(arm) else []:
+                v = variant(arm, s)
+                if v.align is None:
+                    raise ConfigError(f"{cfg.reproduce}: arm {arm!r} has no stage 2 to search")
+                check_pool(v.align.selection, root, pools)
     if "chat" in cfg.pairs:
         starts["chat"] = build_chat_start(starts["base"], rep.world, rep.chat_sft, run_dir / "start-chat")
-    pairs = [(start, arm) for start, arms in cfg.pairs.items() for arm in arms]
-    # every variant is built (and so checked) before anything runs
-    variants = {(start, arm): [load_arm(arm, rep.arms_dir, root, rep.cpt_overrides, rep.align_overrides,
-                                        recipe=setting_overrides(s)) for s in settings] for start, arm in pairs}
-    for (start, arm), vs in variants.items():
-        if vs[0].align is None:
-            raise ConfigError(f"{cfg.reproduce}: arm {arm!r} has no stage 2 to search")
+
+    def validate(start: str, v) -> dict:
+        """The validation numbers of one stage 2 (means over the search seeds) and its seconds (their sum)."""
+        vals, seconds = [], 0.0
+        for seed in cfg.seeds:
+            model_dir, key = starts[start], weights_key(starts[start])
+            if v.cpt is not None:
+                model_dir, _ = run_stage1(starts[start], key, v.cpt, v.mix, seed, run_dir, root)
+                key = model_dir.name
+            _, info = run_stage2(model_dir, key, v.align, seed, start == "chat", run_dir, root)
+            vals.append(info["metrics"]["dpo"])
+            seconds += info["seconds"]
+        return {**{k: sum(x[k] for x in vals) / len(vals) for k in METRICS}, "seconds": round(seconds, 1)}
 
     rows: list[dict] = []
-    total, done = len(pairs) * len(settings) * len(cfg.seeds), 0
+    total = sum(len(spaces[st.name]) for _, arm in pairs for st in stages if st.applies_to(arm)) * len(cfg.seeds)
+    done = 0
     for start, arm in pairs:
-        per_setting = []
-        for i, (setting, variant) in enumerate(zip(settings, variants[(start, arm)])):
-            vals, seconds = [], 0.0
-            for seed in cfg.seeds:
-                model_dir, key = starts[start], weights_key(starts[start])
-                if variant.cpt is not None:
-                    model_dir, _ = run_stage1(starts[start], key, variant.cpt, variant.mix, seed, run_dir, root)
-                    key = model_dir.name
-                _, info = run_stage2(model_dir, key, variant.align, seed, start == "chat", run_dir, root)
-                vals.append(info["metrics"]["dpo"])
-                seconds += info["seconds"]
-                done += 1
-            row = {"start": start, "arm": arm, "setting": i, "label": setting_label(setting),
-                   "seeds": " ".join(map(str, cfg.seeds)), "seconds": round(seconds, 1),
-                   **{k: sum(v[k] for v in vals) / len(vals)
-                      for k in ("score", "general_accuracy", "domain_accuracy", "format_compliance")}}
-            per_setting.append(row)
-            print(f"[search {done}/{total}] {start}/{arm} {row['label']}: validation score {row['score']:.3f} "
-                  f"(general {row['general_accuracy']:.3f}, domain {row['domain_accuracy']:.3f}), format "
-                  f"{row['format_compliance']:.3f} ({(time.time() - t0) / 60:.1f} min so far)", flush=True)
-        best = choose(per_setting, cfg.min_format)
-        for j, r in enumerate(per_setting):
-            r["chosen"] = int(j == best)
-        rows += per_setting
+        recipe: dict = {}  # the earlier stages' choices (flat dotted keys)
+        chosen_row, counts = None, []
+        for st in stages:
+            settings = spaces[st.name]
+            if not st.applies_to(arm) or recipe.get("skip"):
+                why = "skips stage 2" if recipe.get("skip") else f"is not among its arms {st.arms}"
+                print(f"[search] {start}/{arm}: stage {st.name!r} not searched ({arm} {why})", flush=True)
+                done += len(settings) * len(cfg.seeds) if st.applies_to(arm) else 0
+                continue
+            per_setting = []
+            for i, setting in enumerate(settings):
+                trained = {**recipe, **setting}
+                row = {"start": start, "arm": arm, "setting": i, "label": setting_label(setting),
+                       "seeds": " ".join(map(str, cfg.seeds)), **validate(start, variant(arm, trained))}
+                if cfg.staged:
+                    row.update(stage=st.name, recipe=setting_label(trained))
+                per_setting.append(row)
+                done += len(cfg.seeds)
+                where = f"stage {st.name} " if cfg.staged else ""
+                print(f"[search {done}/{total}] {start}/{arm} {where}{row['label']}: validation score "
+                      f"{row['score']:.3f} (general {row['general_accuracy']:.3f}, domain "
+                      f"{row['domain_accuracy']:.3f}), format {row['format_compliance']:.3f} "
+                      f"({(time.time() - t0) / 60:.1f} min so far)", flush=True)
+            best = choose(per_setting, cfg.min_format)
+            for j, r in enumerate(per_setting):
+                r["chosen"] = int(j == best)
+            recipe = {**recipe, **settings[best]}
+            chosen_row = per_setting[best]
+            counts.append((st.name, len(settings)))
+            rows += per_setting
         if write:
-            write_recipe(root / cfg.out_dir / f"{start}-{arm}.yaml", start, arm, settings[best], per_setting[best],
-                         len(settings), cfg, source)
+            write_recipe(root / cfg.out_dir / f"{start}-{arm}.yaml", start, arm, recipe, chosen_row,
+                         counts if cfg.staged else counts[0][1], cfg, source)
     if write:
         from .reproduce import write_csv
 
-        write_csv(rows, SEARCH_COLUMNS, root / cfg.table)
-    print(f"\nsearch: {len(settings)} settings x {len(pairs)} pipelines x {len(cfg.seeds)} seed(s) in "
+        write_csv(rows, STAGED_COLUMNS if cfg.staged else SEARCH_COLUMNS, root / cfg.table)
+    what = (" + ".join(f"{st.name} {len(spaces[st.name])}" for st in stages) + " settings (stages)" if cfg.staged
+            else f"{len(spaces['space'])} settings")
+    print(f"\nsearch: {what} x {len(pairs)} pipelines x {len(cfg.seeds)} seed(s) in "
           f"{(time.time() - t0) / 60:.1f} min")
     return rows
 
 
-def write_recipe(path: Path, start: str, arm: str, setting: dict, row: dict, n_settings: int,
+def check_pool(selection, root: Path, pools: dict) -> None:
+    """:func:`mixcpt_core.selection.check_pool_sizes` of a setting's selection (an N larger than the pool fails before
+    anything runs); ``pools`` caches the pools by world and pool folder."""
+    import json
+
+    from .config import to_dict
+    from .selection import check_pool_sizes, general_pool
+
+    key = json.dumps([to_dict(selection.world), selection.pool], sort_keys=True, default=str)
+    if key not in pools:
+        pools[key] = general_pool(selection, root)
+    check_pool_sizes(selection, pools[key])
+
+
+def write_recipe(path: Path, start: str, arm: str, setting: dict, row: dict, n_settings,
                  cfg: Stage2SearchConfig, source: str) -> None:
-    """One selected recipe: the align overrides of the chosen setting, with how it was chosen as comments."""
+    """One selected recipe: the align overrides of the chosen setting, with how it was chosen as comments.
+    ``n_settings``: the number of settings (a flat search), or ``[(stage, settings), ...]`` of the stages this
+    pipeline searched (a staged one)."""
+    if isinstance(n_settings, int):
+        among = f"# among the {n_settings} settings declared there "
+    else:
+        among = ("# stage by stage (" + ", ".join(f"{name}: {n} settings" for name, n in n_settings)
+                 + "; each with the earlier stages' choices fixed)\n# ")
     head = (f"# Stage-2 recipe of arm '{arm}' from the '{start}' start, chosen by `mixcpt search {source}`\n"
-            f"# among the {n_settings} settings declared there "
+            f"{among}"
             f"by its rule (format compliance >= {cfg.min_format}, then the highest mean of general and\n"
             f"# domain validation chat QA). Validation, seeds {cfg.seeds}: score {row['score']:.3f} (general "
             f"{row['general_accuracy']:.3f}, domain {row['domain_accuracy']:.3f}), format {row['format_compliance']:.3f}."
@@ -204,5 +342,6 @@ def load_recipe(recipes_dir: Path, start: str, arm: str) -> dict:
     return read_yaml(path)
 
 
-__all__ = ["Stage2SearchConfig", "expand_space", "setting_overrides", "setting_label", "choose", "run_search",
-           "write_recipe", "load_recipe", "SEARCH_COLUMNS"]
+__all__ = ["Stage2SearchConfig", "SearchStage", "search_stages", "search_stage1", "check_grids", "expand_space",
+           "setting_overrides", "setting_label", "choose", "run_search", "write_recipe", "load_recipe", "check_pool",
+           "SEARCH_COLUMNS", "STAGED_COLUMNS"]

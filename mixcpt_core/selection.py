@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .atomic import write_text_atomic
+from .config import check_choice, check_numbers
 from .world import WorldConfig
 
 SCORES = ("ppl", "format_ratio", "random", "all")
@@ -41,18 +42,20 @@ class SelectionConfig:
 
     model: str = "runs/tiny/cpt"  # the stage-1 model that scores the samples (`mixcpt cpt configs/cpt-tiny.yaml`)
     world: WorldConfig = field(default_factory=WorldConfig)  # the world whose general instructions/pairs are scored
+    # a folder with instructions.jsonl and preferences.jsonl (`mixcpt pool`): the general samples to score instead
+    # of the world's (a real chat model's own replies); relative to the repository root
+    pool: str | None = None
     n_sft: int = 64
     n_dpo: int = 64
     score: str = "ppl"  # ppl | format_ratio | random | all
     batch_size: int = 64
     seed: int = 0  # for score = random
 
+    RANGES = {"n_sft": ">= 1", "n_dpo": ">= 1", "batch_size": ">= 1", "seed": ">= 0"}
+
     def __post_init__(self):
-        if self.score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
-        for name in ("n_sft", "n_dpo", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_numbers(self)
+        check_choice(self.score, "score", SCORES)
 
 
 # -- scoring ---------------------------------------------------------------------------------------------------------
@@ -150,6 +153,29 @@ def select_easy_samples(scores: list[float], n: int, method: str = "lowest", see
 
 
 # -- the whole selection step ------------------------------------------------------------------------------------------
+@dataclass
+class GeneralPool:
+    """The general samples stage 2 selects from: ``instructions`` (``{"id", "kind", "messages"}``) and
+    ``preferences`` (``{"id", "kind", "prompt", "chosen", "rejected"}``), the world's or a pool folder's."""
+
+    instructions: list[dict]
+    preferences: list[dict]
+
+
+def general_pool(cfg: SelectionConfig, root: str | Path = ".") -> GeneralPool:
+    """The world's general instructions and pairs, or with ``cfg.pool`` the pool folder's
+    (:func:`mixcpt_core.format_pool.read_pool`; a missing or malformed file is a ConfigError naming it)."""
+    if cfg.pool is None:
+        from .world import generate_world
+
+        world = generate_world(cfg.world)
+        return GeneralPool(world.instructions, world.preferences)
+    from .format_pool import read_pool
+
+    instructions, preferences = read_pool(Path(root) / cfg.pool)
+    return GeneralPool(instructions, preferences)
+
+
 def check_pool_sizes(cfg: SelectionConfig, world) -> None:
     """``n_sft`` / ``n_dpo`` larger than the world's pool would silently train on fewer samples than asked for (and
     label the run with the wrong N): :class:`mixcpt_core.config.ConfigError` instead. ``score: all`` ignores N."""
@@ -178,7 +204,8 @@ def check_chat_template(model_path, tokenizer=None) -> None:
 
 def stage1_model(cfg: SelectionConfig, root: str | Path = ".") -> str | Path:
     """Where ``cfg.model`` is: relative to ``root`` if it exists there, else as given (an absolute path or a hub
-    id). :class:`mixcpt_core.config.ConfigError` if it is a local path that does not exist or holds no weights."""
+    id). :class:`mixcpt_core.config.ConfigError` if it is a local path that does not exist, holds no weights or
+    unreadable ones, or a config that does not load (:func:`mixcpt_core.models.check_model_dir`)."""
     from .config import ConfigError
     from .models import check_model_dir
 
@@ -186,21 +213,20 @@ def stage1_model(cfg: SelectionConfig, root: str | Path = ".") -> str | Path:
     location = path if path.exists() else cfg.model
     try:
         check_model_dir(location)
-    except FileNotFoundError as e:
+    except OSError as e:  # not found, no weights, unreadable weights, a config that does not load
         raise ConfigError(f"selection.model: {e}") from None
     return location
 
 
 def run_selection(cfg: SelectionConfig, model=None, tokenizer=None, out_dir: str | Path | None = None,
                   root: str | Path = ".") -> dict:
-    """Score every general instruction and preference pair of ``cfg.world`` and select ``n_sft`` / ``n_dpo`` of
+    """Score every general instruction and preference pair of ``cfg.world`` (or of ``cfg.pool``) and select ``n_sft`` / ``n_dpo`` of
     them. Returns ``{"config", "sft": {...}, "dpo": {...}}`` where each part has ``ids``, ``kinds``, ``scores``
     (every record, dataset order) and ``selected`` (indices); written to ``out_dir/selection.json`` if given."""
     from .config import to_dict
     from .models import load_causal_lm
-    from .world import generate_world
 
-    world = generate_world(cfg.world)
+    world = general_pool(cfg, root)
     check_pool_sizes(cfg, world)  # before the model is loaded and before anything is written
     if model is None:
         location = stage1_model(cfg, root)
@@ -225,7 +251,8 @@ def run_selection(cfg: SelectionConfig, model=None, tokenizer=None, out_dir: str
 
 
 def selected_records(world, selection: dict) -> tuple[list[dict], list[dict]]:
-    """The selected instruction records and preference pairs of ``world`` (in selection order)."""
+    """The selected instruction records and preference pairs of ``world`` (a World or a :class:`GeneralPool`, in
+    selection order)."""
     return ([world.instructions[i] for i in selection["sft"]["selected"]],
             [world.preferences[i] for i in selection["dpo"]["selected"]])
 

@@ -20,10 +20,10 @@ from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 
 from .atomic import write_text_atomic
-from .config import to_dict
+from .config import check_choice, check_numbers, to_dict
 from .errors import NonFiniteLossError
 from .evaluation import document_perplexity, plain_qa_accuracy
-from .models import build_model, count_parameters
+from .models import SIZE_PRESETS, build_model, count_parameters
 from .tokenizer import train_tokenizer
 from .world import World, WorldConfig, generate_world
 
@@ -89,14 +89,14 @@ class BasePretrainConfig:
     seed: int = 0
     output_dir: str = "checkpoints/base-tiny"
 
+    RANGES = {"vocab_size": ">= 1", "block_size": ">= 1", "batch_size": ">= 1", "max_steps": ">= 1",
+              "learning_rate": "> 0", "warmup_steps": ">= 0", "decay_fraction": "[0, 1]", "min_lr_ratio": "[0, 1]",
+              "weight_decay": ">= 0", "qa_upsample": ">= 1", "eval_every": ">= 1", "save_steps": ">= 1",
+              "seed": ">= 0"}
+
     def __post_init__(self):
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        for name in ("block_size", "batch_size", "max_steps", "eval_every", "save_steps", "qa_upsample"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.decay_fraction <= 1:
-            raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
+        check_numbers(self)
+        check_choice(self.model_preset, "model_preset", SIZE_PRESETS)
 
     def cache_key(self) -> str:
         """Hash of everything the checkpoint is a function of (world, tokenizer, model, training); not paths, and not

@@ -31,6 +31,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import FieldValueError, check_numbers
+
 # ---------------------------------------------------------------------------------------------------------------
 # Vocabulary of the world. Invented values, so that no real model already knows them.
 
@@ -125,24 +127,17 @@ class WorldConfig:
     n_bio_instructions: int = 60
     n_preference_pairs: int = 400
 
+    # n_general >= 4: seen and held-out halves, each split again into validation and test; 6 paraphrase templates
+    RANGES = {"seed": ">= 0", "n_general": ">= 4", "n_domain": ">= 1", "heldout_fraction": "(0, 1)",
+              "val_fraction": "[0, 1)", "docs_per_entity": ">= 1", "templates_per_attribute": "[1, 6]",
+              "n_compare_instructions": ">= 0", "n_bio_instructions": ">= 0", "n_preference_pairs": ">= 0"}
+
     def __post_init__(self):
-        n_max = len(FIRST_NAMES) * len(SURNAME_HEADS) * len(SURNAME_TAILS) // 2
-        for name in ("n_general", "n_domain", "docs_per_entity", "templates_per_attribute"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"WorldConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_compare_instructions", "n_bio_instructions", "n_preference_pairs"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"WorldConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.n_general > n_max or self.n_domain > n_max:
-            raise ValueError(f"WorldConfig: at most {n_max} people per group, got {self.n_general}/{self.n_domain}")
-        if self.n_general < 4:
-            raise ValueError(f"WorldConfig.n_general must be >= 4 (seen and held-out halves), got {self.n_general}")
-        if not 0.0 < self.heldout_fraction < 1.0:
-            raise ValueError(f"WorldConfig.heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"WorldConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.templates_per_attribute > 6:
-            raise ValueError(f"WorldConfig.templates_per_attribute must be <= 6, got {self.templates_per_attribute}")
+        check_numbers(self)
+        n_max = len(FIRST_NAMES) * len(SURNAME_HEADS) * len(SURNAME_TAILS) // 2  # distinct names per group
+        for name in ("n_general", "n_domain"):
+            if getattr(self, name) > n_max:
+                raise FieldValueError(name, f"at most {n_max} people per group, got {getattr(self, name)}")
 
     def fingerprint(self) -> str:
         """A short hash of the config: the cache key for anything derived from this world."""

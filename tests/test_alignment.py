@@ -291,6 +291,8 @@ def test_stage2_resumes_after_interruption_with_the_same_parameters(tmp_path, mo
     else:
         assert steps == [("trainer-dpo", s) for s in range(at_step + 1, 5)]
     assert [r["step"] for r in info["sft_history"]] == [1, 2, 3, 4] == [r["step"] for r in info["dpo_history"]]
+    assert info["resumed_from_step"] == ({"sft": at_step, "dpo": 0} if killed_in == "trainer-sft"
+                                         else {"sft": 4, "dpo": at_step})  # a finished SFT is loaded: step 4
     full, _ = load_causal_lm(tmp_path / "full")
     resumed, _ = load_causal_lm(tmp_path / "cut")
     for (name, x), y in zip(full.named_parameters(), resumed.parameters()):
@@ -399,3 +401,29 @@ def test_lora_stage2_learns_the_format_within_full_fine_tunings_budget(tmp_path,
         assert compliance >= 0.9
     else:
         assert compliance < 0.1
+
+
+def test_skip_is_no_stage2_and_the_stage1_validation_is_computed_once(tmp_path, monkeypatch):
+    """``skip: true`` (a setting a declared search may choose): nothing is trained, the stage-1 model is the result,
+    its validation numbers are the info's. Those numbers are cached per stage-1 model: a second stage 2 from the
+    same model does not evaluate it again."""
+    import mixcpt_core.alignment as al
+    from mixcpt_core.pipelines import run_stage2
+    from mixcpt_core.selection import SelectionConfig
+    from mixcpt_core.world import WORLD_PRESETS
+
+    calls = []
+    real = al.evaluate_validation
+    monkeypatch.setattr(al, "evaluate_validation", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = AlignConfig(selection=SelectionConfig(model=BASE, world=WORLD_PRESETS["sample"], n_sft=4, n_dpo=4),
+                      sft=SFTSettings(max_steps=1, batch_size=4), dpo=DPOSettings(max_steps=1, batch_size=4),
+                      eval_questions=4, skip=True)
+    model_dir, info = run_stage2(Path(BASE), "base0", cfg, 0, False, tmp_path, ROOT)
+    assert model_dir == Path(BASE) and info["skipped"] and info["n_sft"] == 0
+    assert info["metrics"]["dpo"] == info["metrics"]["before"] and len(calls) == 1
+    assert len(list((tmp_path / "eval").glob("validation-base0-*.json"))) == 1
+    trained_dir, trained = run_stage2(Path(BASE), "base0", dataclasses.replace(cfg, skip=False), 0, False, tmp_path,
+                                      ROOT)
+    assert trained_dir != Path(BASE) and (trained_dir / "model.safetensors").exists()
+    assert trained["metrics"]["before"] == info["metrics"]["before"]
+    assert len(calls) == 3  # after SFT and after DPO only: "before" came from the cache

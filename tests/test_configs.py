@@ -38,6 +38,7 @@ TABLE = [
     ("smollm2/align.yaml", "mixcpt_core.alignment:AlignConfig"),
     ("smollm2/search-stage2.yaml", "mixcpt_core.search:Stage2SearchConfig"),
     ("smollm2/stage2-selected/*.yaml", "recipe"),
+    ("smollm2/pool.yaml", "mixcpt_core.format_pool:PoolConfig"),
 ]
 FILES = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*") if p.is_file())
 DATA_SUFFIXES = (".yaml", ".yml", ".jsonl", ".json", ".parquet", ".csv")

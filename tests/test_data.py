@@ -363,7 +363,8 @@ def test_empty_world_part_is_an_error():
 
 
 @pytest.mark.parametrize("sources, message", [
-    ("[{name: a, kind: world_domain_docs, share: -0.5}]", "sources[0]: source 'a': field 'share': must be >= 0"),
+    ("[{name: a, kind: world_domain_docs, share: -0.5}]",
+     "sources[0]: source 'a': field 'share': must be a finite number >= 0, got -0.5"),
     ("[{name: a, kind: world_domain_docs, share: 0}, {name: b, kind: world_instructions, share: 0.0}]",
      "field 'share': all shares are zero"),
     ("[{name: a, kind: world_domain_docs}]", "sources[0]: source 'a': field 'share': missing"),
@@ -383,7 +384,7 @@ def test_share_overrides():
     assert [s.share for s in cfg.with_shares({"domain": 0.5}).sources] == [0.5, 0.3, 0.1]
     with pytest.raises(ValueError, match=r"unknown source\(s\) \['robots'\]"):
         cfg.with_shares({"robots": 0.2})
-    with pytest.raises(ValueError, match="source 'domain': field 'share': must be >= 0"):
+    with pytest.raises(ValueError, match="source 'domain': field 'share': must be a finite number >= 0"):
         cfg.with_shares({"domain": -1})
     with pytest.raises(ValueError, match="all shares are zero"):
         cfg.with_shares({"domain": 0, "instructions": 0, "preferences": 0})

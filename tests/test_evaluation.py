@@ -78,3 +78,65 @@ def test_match_rules_and_the_evaluation_spec():
     # the synthetic profiles' evaluation keeps the cache names it had before EvalSpec existed
     assert evaluation_key("s2-abc") == evaluation_key("s2-abc", EvalSpec()) == "s2-abc"
     assert evaluation_key("s2-abc", EvalSpec(match="contains")) != "s2-abc"
+
+
+def test_two_pass_generation_continues_exactly_as_one_pass(tiny_model, tiny_tokenizer):
+    """first_pass_tokens regroups the unfinished rows and continues them from prompt + tokens so far: greedy, so the
+    tokens equal one long pass (rows that stop early and rows that run to the budget alike)."""
+    from mixcpt_core.evaluation import generate_new_tokens
+
+    prompts = ["Question: What did Ada Lorvik study?\nAnswer:", "Hi", "Ada Lorvik was born in the year 1960. Ada",
+               "Otto", "Question: Which company does Otto Calvik work for?\nAnswer:"]
+    free = generate_new_tokens(tiny_model, tiny_tokenizer, prompts, max_new_tokens=12, batch_size=2)
+    stop = free[0][3]  # a token the first row emits 4th: rows that emit it stop at different points
+    one = generate_new_tokens(tiny_model, tiny_tokenizer, prompts, 12, 2, stop_token_ids=[stop])
+    two = generate_new_tokens(tiny_model, tiny_tokenizer, prompts, 12, 2, stop_token_ids=[stop], first_pass_tokens=3)
+    assert any(stop in row[:-1] for row in one) and any(stop not in row for row in one)  # both kinds of rows
+    pad = tiny_tokenizer.pad_token_id
+    assert [[t for t in r if t != pad] for r in two] == [[t for t in r if t != pad] for r in one]
+    assert all(len(r) <= 12 for r in two)
+
+
+def test_no_repeat_ngram_blocks_every_repeated_ngram_of_prompt_and_reply(tiny_model, tiny_tokenizer):
+    from mixcpt_core.evaluation import generate_new_tokens
+
+    def repeats(prompt, row):
+        """Generated trigrams (ending at a new token) that already occurred earlier in prompt + reply."""
+        p = tiny_tokenizer(prompt).input_ids
+        seq = p + [t for t in row if t != tiny_tokenizer.pad_token_id]
+        return sum(tuple(seq[i - 2 : i + 1]) in {tuple(seq[j - 2 : j + 1]) for j in range(2, i)}
+                   for i in range(max(2, len(p)), len(seq)))
+
+    prompts = ["Ada Lorvik was born in the year 1960. Ada Lorvik", "Hi"]
+    free = generate_new_tokens(tiny_model, tiny_tokenizer, prompts, max_new_tokens=20, batch_size=2)
+    blocked = generate_new_tokens(tiny_model, tiny_tokenizer, prompts, 20, 2, no_repeat_ngram_size=3)
+    assert sum(repeats(p, r) for p, r in zip(prompts, free)) > 0  # an untrained model repeats itself
+    assert sum(repeats(p, r) for p, r in zip(prompts, blocked)) == 0
+
+
+def test_leak_check_rejects_stage1_layout_and_written_out_markers(tiny_tokenizer):
+    from mixcpt_core.evaluation import parse_assistant_turn
+
+    def ids(text):
+        return tiny_tokenizer(text, add_special_tokens=False).input_ids
+
+    clean = ids("Amberfall, a town in the north.<|end|>")
+    leaked = ids("Amberfall\nQuestion: What did Ada study?\nAnswer: botany<|end|>")
+    assert parse_assistant_turn(clean, tiny_tokenizer, leak_check=True)["well_formed"]
+    assert parse_assistant_turn(leaked, tiny_tokenizer)["well_formed"]  # the default rule: ended, no special token
+    assert not parse_assistant_turn(leaked, tiny_tokenizer, leak_check=True)["well_formed"]
+    assert not parse_assistant_turn(ids("Amberfall <|im_start|>user<|end|>"), tiny_tokenizer,
+                                    leak_check=True)["well_formed"]
+    # "Question" inside a sentence is not the layout
+    assert parse_assistant_turn(ids("That Question: is hard.<|end|>"), tiny_tokenizer, leak_check=True)["well_formed"]
+
+
+def test_plain_qa_accuracy_reads_the_layout_it_is_given(tiny_tokenizer, monkeypatch):
+    import mixcpt_core.evaluation as ev
+
+    seen = []
+    monkeypatch.setattr(ev, "generate_greedy", lambda m, t, prompts, **kw: seen.extend(prompts) or ["x"] * len(prompts))
+    qa = [{"question": "Who?", "answer": "x", "attribute": "a"}]
+    assert ev.plain_qa_accuracy(None, tiny_tokenizer, qa)["accuracy"] == 1.0
+    assert ev.plain_qa_accuracy(None, tiny_tokenizer, qa, prompt="Q: {question}\nA:")["accuracy"] == 1.0
+    assert seen == ["Question: Who?\nAnswer:", "Q: Who?\nA:"]

@@ -259,6 +259,76 @@ def test_cached_teacher_loss_and_gradient_match_the_coarse_grained_reference(k, 
     torch.testing.assert_close(h2.grad, g_ref, rtol=1e-8, atol=1e-10)
 
 
+def _trainable_head(weight, bias=None):
+    head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, dtype=weight.dtype)
+    head.weight = torch.nn.Parameter(weight.clone())
+    if bias is not None:
+        head.bias = torch.nn.Parameter(bias.clone())
+    return head
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("k, tau, swap", [(3, 1.0, True), (5, 2.0, False)])
+def test_cached_teacher_gradient_of_a_trainable_head_matches_the_coarse_grained_reference(k, tau, swap, bias):
+    """The test above freezes the head: here it trains, with and without a bias, and lambda < 1 (CE's share is in
+    every gradient too). Loss and the gradients of the hidden states, the head's weight and its bias against
+    :func:`naive_coarse_kl` plus a CE written out (full logits h W^T + b)."""
+    hidden, weight, labels, t_hidden, t_weight, _ = _problem(seed=7, V=17, teacher_agrees_at=[(1, 3)],
+                                                             ignore_at=[(0, 4)])
+    h, y, rows = supervised_rows(hidden, labels)
+    t_logits = t_hidden[:, :-1].reshape(-1, 8)[rows] @ t_weight.T
+    b = torch.randn(17, generator=torch.Generator().manual_seed(8), dtype=torch.float64) if bias else None
+    lam = 0.6
+    leaves = [h.clone().requires_grad_(True), weight.clone().requires_grad_(True)]
+    if bias:
+        leaves.append(b.clone().requires_grad_(True))
+    s = leaves[0] @ leaves[1].T + (leaves[2] if bias else 0.0)
+    ce = -torch.log_softmax(s, -1)[torch.arange(len(y)), y].mean()
+    ref = (1 - lam) * ce + lam * naive_coarse_kl(s, t_logits, y, k, tau, swap) / len(y)
+    grads_ref = torch.autograd.grad(ref, leaves)
+
+    head = _trainable_head(weight, b)
+    teacher = CachedTeacher(teacher_topk_stats(t_logits, y, k=k, tau=tau), tau=tau)
+    h2 = h.detach().clone().requires_grad_(True)
+    out = chunked_lssd(h2, head, y, teacher, lam=lam, tau=tau, swap=swap, chunk_size=3)
+    out.loss.backward()
+    torch.testing.assert_close(out.loss, ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(h2.grad, grads_ref[0], rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(head.weight.grad, grads_ref[1], rtol=1e-8, atol=1e-10)
+    if bias:
+        torch.testing.assert_close(head.bias.grad, grads_ref[2], rtol=1e-8, atol=1e-10)
+
+
+def test_online_teacher_with_a_biased_head_matches_the_naive_reference():
+    """An LM head with a bias (student and teacher): loss and every gradient against :func:`naive_lssd` on
+    logits h W^T + b, the bias added by hand to both sides' full logits."""
+    hidden, weight, labels, t_hidden, t_weight, _ = _problem(seed=9, teacher_agrees_at=[(0, 2)], ignore_at=[(1, 5)])
+    g = torch.Generator().manual_seed(10)
+    b, t_b = (torch.randn(23, generator=g, dtype=torch.float64) for _ in range(2))
+    lam, tau = 0.4, 2.0
+    hidden_ref, w_ref, b_ref = (x.clone().requires_grad_(True) for x in (hidden, weight, b))
+    # naive_lssd computes hidden @ weight.T: the bias rides along as a constant-1 feature of the hidden states
+    ones = torch.ones(*hidden.shape[:2], 1, dtype=torch.float64)
+    ref = naive_lssd(torch.cat([hidden_ref, ones], -1), torch.cat([w_ref, b_ref[:, None]], -1), labels,
+                     t_hidden @ t_weight.T + t_b, lam, tau, True)[0]
+    g_ref = torch.autograd.grad(ref, (hidden_ref, w_ref, b_ref))
+
+    head = _trainable_head(weight, b)
+    t_head = torch.nn.Linear(8, 23, dtype=torch.float64).requires_grad_(False)
+    t_head.weight.copy_(t_weight)
+    t_head.bias.copy_(t_b)
+    h, y, rows = supervised_rows(hidden.clone().requires_grad_(True), labels)
+    h.retain_grad()
+    out = chunked_lssd(h, head, y, OnlineTeacher(t_hidden[:, :-1].reshape(-1, 8)[rows], t_head), lam=lam, tau=tau,
+                       chunk_size=4)
+    out.loss.backward()
+    torch.testing.assert_close(out.loss, ref, rtol=1e-10, atol=1e-12)
+    g_h = torch.zeros_like(hidden[:, :-1]).reshape(-1, 8).index_copy(0, rows, h.grad)
+    torch.testing.assert_close(g_h.reshape(2, 8, 8), g_ref[0][:, :-1], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(head.weight.grad, g_ref[1], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(head.bias.grad, g_ref[2], rtol=1e-9, atol=1e-12)
+
+
 def test_swap_explained_moves_the_top1_mass_onto_the_label():
     z = torch.tensor([0.0, 3.0, 1.0, -2.0])
     v = swap_explained(z, label=2, top=2)

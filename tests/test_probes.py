@@ -1,4 +1,4 @@
-"""The stored-knowledge probe and the paired bootstrap, against hand computations."""
+"""The stored-knowledge probe, its majority baseline and the paired bootstrap, against hand computations."""
 
 import math
 
@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from mixcpt_core.probes import chance_accuracy, probe_sentences, sequence_logprobs, stored_knowledge
+from mixcpt_core.probes import (
+    chance_accuracy,
+    majority_accuracy,
+    majority_answers,
+    probe_sentences,
+    sequence_logprobs,
+    stored_knowledge,
+)
 from mixcpt_core.stats import paired_bootstrap
 
 
@@ -69,8 +76,51 @@ def test_stored_knowledge_picks_the_most_likely_sentence(monkeypatch):
     r = stored_knowledge(BigramModel(table), tok, world, qa)
     assert r["predictions"] == ["botany", "botany"] and r["hits"] == [1, 0] and r["accuracy"] == 0.5
     assert r["chance"] == 0.5
+    assert r["majority"] == 0.5  # botany and music once each: the tie goes to botany (sorts first), right for Ada
     table[tok.vocab["studied"], tok.vocab["music"]] = 2.0  # now music wins for both
     assert stored_knowledge(BigramModel(table), tok, world, qa)["hits"] == [0, 1]
+    # a third person who studied music: music is the majority, 2 of 3; chance stays 1/2
+    world.entities.append({"id": "c", "name": "Bo"})
+    r = stored_knowledge(BigramModel(table), tok, world, qa + [{"entity_id": "c", "attribute": "field",
+                                                                "answer": "music"}])
+    assert r["majority"] == pytest.approx(2 / 3) and r["chance"] == 0.5 and r["hits"] == [0, 1, 1]
+
+
+def _qa(attribute, answers):
+    return [{"attribute": attribute, "answer": a} for a in answers]
+
+
+def test_majority_accuracy_by_hand():
+    assert majority_accuracy(_qa("x", "AABCA")) == pytest.approx(3 / 5)  # A is right 3 times of 5
+    # two attributes mixed: x = A,A,B (A: 2 of 3), y = P,Q,Q,Q (Q: 3 of 4), interleaved -> 5 of 7
+    mixed = [_qa("x", "A")[0], *_qa("y", "PQ"), *_qa("x", "AB"), *_qa("y", "QQ")]
+    assert majority_accuracy(mixed) == pytest.approx(5 / 7)
+    assert majority_answers(mixed) == {"x": "A", "y": "Q"}
+    # the majority is per attribute: the same value counts separately in each
+    assert majority_accuracy(_qa("x", "AAB") + _qa("y", "BC")) == pytest.approx((2 + 1) / 5)
+    assert majority_accuracy([]) == 0
+    assert majority_accuracy(_qa("x", "B")) == 1.0
+    # other keys of the records are ignored
+    assert majority_accuracy([{**q, "entity_id": i} for i, q in enumerate(_qa("x", "AAB"))]) == pytest.approx(2 / 3)
+
+
+def test_majority_ties_go_to_the_value_that_sorts_first():
+    assert majority_answers(_qa("x", "BA")) == {"x": "A"}
+    assert majority_answers(_qa("x", "CBBCA")) == {"x": "B"}  # B and C twice each, A once
+    assert majority_answers(_qa("year", ["1990", "885", "885", "1990"])) == {"year": "1990"}  # string order
+    assert majority_answers(_qa("x", "CBBCAC")) == {"x": "C"}  # no tie: C three times
+    assert majority_accuracy(_qa("x", "CBBCA")) == pytest.approx(2 / 5)
+
+
+def test_majority_is_never_below_chance_on_the_world(tiny_world):
+    for split in ("domain", "general_heldout"):
+        qa = tiny_world.qa_split(split)
+        m = majority_accuracy(qa)
+        by_attr = {}
+        for q in qa:
+            by_attr.setdefault(q["attribute"], []).append(q["answer"])
+        by_hand = sum(max(answers.count(v) for v in set(answers)) for answers in by_attr.values()) / len(qa)
+        assert m == pytest.approx(by_hand) and m >= chance_accuracy(qa) - 1e-12
 
 
 def test_chance_and_sentences_of_the_real_world(tiny_world):

@@ -28,17 +28,17 @@ def _empty_recipes(path, arms_dir):
 
 
 @pytest.mark.parametrize("cuda", [False, True])
-def test_smollm2_profile_runs_one_seed_on_a_cpu_and_its_gpu_seeds_on_a_gpu(monkeypatch, cuda):
+def test_smollm2_profile_runs_three_seeds_on_a_cpu_and_its_gpu_seeds_on_a_gpu(monkeypatch, cuda):
     import torch
 
     from mixcpt_core.reproduce import profile_seeds
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     cfg = load_config(ReproduceConfig, ROOT / "configs/smollm2/reproduce.yaml")
-    assert profile_seeds(cfg) == ([0, 1, 2] if cuda else [0])
+    assert profile_seeds(cfg) == ([0, 1, 2, 3, 4] if cuda else [0, 1, 2])
 
 
-@pytest.mark.parametrize("argv, seeds", [([], [0, 1, 2]), (["--seeds", "4"], [4])])
+@pytest.mark.parametrize("argv, seeds", [([], [0, 1, 2, 3, 4]), (["--seeds", "4"], [4])])
 def test_reproduce_cli_runs_the_gpu_seeds_on_a_gpu_unless_seeds_are_given(monkeypatch, tmp_path, capsys, argv, seeds):
     import torch
 
@@ -75,15 +75,19 @@ def test_small_profile_runs_end_to_end(tmp_path):
 @pytest.mark.skipif(not smollm2.is_available(), reason=f"SmolLM2 packages not installed: {smollm2.INSTALL_COMMAND}")
 def test_smollm2_profile_runs_end_to_end(tmp_path):
     cfg = load_config(ReproduceConfig, ROOT / "configs/smollm2/reproduce.yaml")
-    assert cfg.evaluation.general == "realworld" and cfg.evaluation.match == "contains"
+    assert cfg.evaluation.general == "realworld" and cfg.evaluation.match == "reply_contains"
     # Mix-CPT only (the traditional arm differs by configs that the tiny profile's tests run), a couple of steps, a
     # few questions, no intermediate Trainer checkpoints (each would write 1.6 GB of weights and optimizer state)
     cfg = dataclasses.replace(
-        cfg, main={"base": ["base", "mixcpt"]}, run_dir=str(tmp_path / "run"), examples=1,
-        evaluation=dataclasses.replace(cfg.evaluation, limit=4),
+        cfg, main={"base": ["base", "mixcpt"]}, seeds=[0], run_dir=str(tmp_path / "run"), examples=1,
+        evaluation=dataclasses.replace(cfg.evaluation, limit=4, max_new_tokens=32),  # the plumbing, not the budget
         cpt_overrides={"max_steps": 2, "save_steps": 1000, "probe_texts": 1},
-        align_overrides={"sft": {"max_steps": 1}, "dpo": {"max_steps": 1}, "eval_questions": 2,
-                         "selection": {"n_sft": 8, "n_dpo": 8, "score": "random"}})  # scoring: tests/test_selection.py
+        # stage 2: one step of one short sample each (a step of 8 replies of up to 512 tokens takes a minute on 2
+        # cores), validation replies as short as the evaluation's, the pool unscored (scoring 368 long replies takes
+        # minutes; the scores are tested in tests/test_selection.py)
+        align_overrides={"sft": {"max_steps": 1, "batch_size": 1, "max_length": 128},
+                         "dpo": {"max_steps": 1, "batch_size": 1, "max_length": 128}, "eval_questions": 2,
+                         "evaluation": {"max_new_tokens": 32}, "selection": {"score": "all"}})
     reproduce(cfg, ROOT, tmp_path / "fig", protocols=("fixed",))
     table = pd.read_csv(tmp_path / "fig/results_fixed.csv")
     assert list(table["arm"]) == ["base", "mixcpt"]
@@ -92,7 +96,35 @@ def test_smollm2_profile_runs_end_to_end(tmp_path):
     assert len(known) == 4 and sum(r["known"] for r in known) >= 1 and table.loc[0, "general_qa_acc"] == 1.0
     assert table.loc[0, "domain_qa_acc"] == 0.0  # the invented people are new to it
     (stage2,) = [json.loads(p.read_text()) for p in (tmp_path / "run/stage2").glob("*/mixcpt_align.json")]
-    assert stage2["n_sft"] == 8 and set(stage2["metrics"]) == {"before", "sft", "dpo"}
+    from mixcpt_core.format_pool import read_pool
+
+    instructions, pairs = read_pool(ROOT / "data/smollm2-pool")  # stage 2's samples are the pool
+    assert (stage2["n_sft"], stage2["n_dpo"]) == (len(instructions), len(pairs))
+    assert set(stage2["metrics"]) == {"before", "dpo"}  # eval_after_sft: false
+    # the probes in stage 1's own layout are kept as their own columns; the baselines are written next to the probes
+    assert {"stage1_layout_domain_qa_acc", "stage1_layout_general_qa_acc", "stored_general_acc_qa_layout"} <= set(
+        table.columns)
+    assert "always answering the most common value" in (tmp_path / "fig/results_fixed.md").read_text()
+
+
+def test_the_smollm2_domain_resolves_and_its_stage2_data_is_the_pool():
+    """>= 300 domain test questions with their validation people apart; stage 1's general data and stage 2's samples
+    are the same pool of SmolLM2's own replies (the synthetic general set only in the labelled ablation)."""
+    from mixcpt_core.alignment import AlignConfig
+    from mixcpt_core.data import MixConfig
+    from mixcpt_core.world import generate_world
+
+    cfg = load_config(ReproduceConfig, ROOT / "configs/smollm2/reproduce.yaml")
+    world = generate_world(cfg.world)
+    test, val = world.qa_split("domain"), world.qa_split("domain_val")
+    assert len(test) >= 300 and len(val) >= 100
+    assert not {q["entity_id"] for q in test} & {q["entity_id"] for q in val}
+    mix = load_config(MixConfig, ROOT / "configs/smollm2/mix.yaml")
+    align = load_config(AlignConfig, ROOT / "configs/smollm2/align.yaml")
+    assert mix.world == cfg.world == align.selection.world
+    pool_paths = {s.path for s in mix.sources if s.kind in ("chat", "preference")}
+    assert pool_paths == {f"{align.selection.pool}/instructions.jsonl", f"{align.selection.pool}/preferences.jsonl"}
+    assert align.evaluation == cfg.evaluation
 
 
 def test_scale_table_is_read_from_the_committed_results():
@@ -157,12 +189,15 @@ def test_the_docs_reading_of_smollm2_resolution_holds_in_the_committed_results()
     said far fewer domain facts in seed 2 than in seeds 0 and 1; its stored and extractable levels after stage 2 lie
     within those of seeds 0 and 1, only said fell."""
     from mixcpt_core.reproduce import read_hits
-    from mixcpt_core.stats import paired_bootstrap
+    from mixcpt_core.stats import paired_bootstrap, paired_interval
 
     hits = read_hits(ROOT / "figures/smollm2/hits.json")
     a = np.array([hits[("base", "mixcpt", s)]["domain_said"] for s in (0, 1, 2)])
     b = np.array([hits[("base", "traditional", s)]["domain_said"] for s in (0, 1, 2)])
-    assert paired_bootstrap(a, b)["half_width"] > paired_bootstrap(a[:1], b[:1])["half_width"]
+    width = {k: r["hi"] - r["lo"]
+             for k, r in (("3 seeds", paired_interval(a, b)), ("seed 0", paired_interval(a[:1], b[:1])))}
+    assert width["3 seeds"] > width["seed 0"], width
+    assert paired_bootstrap(a, b)["half_width"] > paired_bootstrap(a[:1], b[:1])["half_width"]  # the earlier method too
     r = pd.read_csv(ROOT / "figures/smollm2/results.csv").set_index(["arm", "seed"])["domain_qa_acc"]
     assert r[("mixcpt", 2)] < 0.5 * min(r[("mixcpt", 0)], r[("mixcpt", 1)])
     p = pd.read_csv(ROOT / "figures/smollm2/probes.csv")

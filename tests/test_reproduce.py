@@ -208,7 +208,7 @@ EVAL_16 = evaluation.EvalSpec(limit=16)
 def _tiny_config(run_dir, recipes: Path) -> ReproduceConfig:
     cfg = load_config(ReproduceConfig, ROOT / "configs/reproduce-tiny.yaml")
     return dataclasses.replace(
-        cfg, main={"base": ["base", "mixcpt", "random_selection"]}, seeds=[0], main_extra_seeds=[], sweep_seeds=[0],
+        cfg, main={"base": ["base", "mixcpt", "random_selection"]}, seeds=[0], main_extra_seeds=[], headline_seeds=[], sweep_seeds=[0],
         run_dir=str(run_dir),
         examples=2, stage2_recipes=str(_no_recipes(recipes)), evaluation=EVAL_16,
         sweep={"align.sft.max_steps": [1, 2]},
@@ -265,6 +265,9 @@ def test_an_interrupted_stage_is_run_again(tmp_path):
     evaluated.unlink()
     reproduce(cfg, ROOT, tmp_path / "fig")
     assert (stage / "mixcpt_cpt.json").exists() and (stage / "model.safetensors").read_bytes() == before
+    # from its last checkpoint (step 3, the last step: loaded, not trained again); a run from step 0 would end with
+    # the same bytes too, training being deterministic
+    assert json.loads((stage / "mixcpt_cpt.json").read_text())["resumed_from_step"] == 3
 
 
 @pytest.fixture(scope="module")
@@ -332,44 +335,66 @@ def test_paired_differences_by_hand():
     # differences 0.2, -0.05, 0.3: mean 0.15, deviations 0.05, -0.2, 0.15 -> std sqrt(0.065 / 2)
     assert r["n_seeds"] == 3 and r["diff"] == pytest.approx(0.15) and r["a_wins"] == 2
     assert r["diff_std"] == pytest.approx(math.sqrt(0.0325))
-    # no per-question hits: bootstrap over the 3 seeds only; a resampled mean lies between min and max difference
-    assert -0.05 - 1e-9 <= r["lo"] <= 0.15 <= r["hi"] <= 0.3 + 1e-9 and r["n_questions"] == 0
-    assert f"| +0.150 [{r['lo']:+.3f}, {r['hi']:+.3f}] | {r['half_width']:.3f} | 2 of 3 |" in format_differences_table(d)
-    # with per-question hits the bootstrap runs over questions and seeds, paired by seed
+    # no per-question hits: a t interval over the 3 seeds' differences, se = std / sqrt(3), t_{0.975,2} = 4.302653
+    se = math.sqrt(0.0325 / 3)
+    assert (r["lo"], r["hi"]) == pytest.approx((0.15 - 4.302653 * se, 0.15 + 4.302653 * se), abs=1e-6)
+    assert r["mdd"] == pytest.approx((4.302653 + 1.060660) * se, abs=1e-6) and r["n_questions"] == 0
+    assert r["se_seeds"] == pytest.approx(se) and math.isnan(r["se_questions"]) and r["thin"] == 0
+    # the earlier bootstrap over the 3 seeds, beside it: a resampled mean lies between min and max difference
+    assert -0.05 - 1e-9 <= r["boot_lo"] <= 0.15 <= r["boot_hi"] <= 0.3 + 1e-9
+    assert (f"| +0.150 [{r['lo']:+.3f}, {r['hi']:+.3f}] | {r['mdd']:.3f} | [{r['boot_lo']:+.3f}, {r['boot_hi']:+.3f}] "
+            "| 2 of 3 |") in format_differences_table(d)
+    # with per-question hits: per-question differences 1, 0, 0, 0 in every seed, so no seed term (the seed means
+    # are all 0.25) and the question term is a t over the 4 question means: sd 0.5, se 0.25, t_{0.975,3} = 3.182446
     hits = {("base", arm, seed): {"domain_said": h} for seed in range(3)
             for arm, h in (("mixcpt", [1, 1, 0, 1]), ("traditional", [0, 1, 0, 1]))}
     (r,) = paired_differences(pd.DataFrame(rows), hits, [("q?", "mixcpt", "traditional", ("domain_qa_acc",))]).to_dict("records")
-    # per-question differences 1, 0, 0, 0 in every seed: a replicate's mean is k/4 with k ~ Binomial(4, 1/4), whose
-    # 2.5% and 97.5% quantiles are k = 0 (P = 0.316) and k = 3 (P(k <= 2) = 0.949 < 0.975 <= P(k <= 3) = 0.996)
-    assert r["n_questions"] == 4 and (r["lo"], r["hi"]) == (0.0, 0.75)
+    assert r["n_questions"] == 4 and r["se_seeds"] == 0 and r["se_questions"] == pytest.approx(0.25)
+    assert (r["lo"], r["hi"]) == pytest.approx((0.25 - 3.182446 * 0.25, 0.25 + 3.182446 * 0.25), abs=1e-6)
+    # the bootstrap: a replicate's mean is k/4 with k ~ Binomial(4, 1/4), whose 2.5% and 97.5% quantiles are k = 0
+    # (P = 0.316) and k = 3 (P(k <= 2) = 0.949 < 0.975 <= P(k <= 3) = 0.996)
+    assert (r["boot_lo"], r["boot_hi"]) == (0.0, 0.75)
+    # one seed: thin evidence, flagged in the table
+    (r,) = paired_differences(pd.DataFrame(rows[:2]), questions=[("q?", "mixcpt", "traditional", ("domain_qa_acc",))]
+                              ).to_dict("records")
+    assert r["thin"] == 1 and "(1 seed: thin evidence)" in format_differences_table(pd.DataFrame([r]))
 
 
-def _regenerated_locally(path) -> bool:
-    """True if ``path`` differs from the committed version (someone re-ran the reproduction in this checkout, maybe
-    on another CPU, whose last float digits can differ): the README documents the committed run, not that one."""
-    import subprocess
+def test_committed_comparisons_are_computed_from_the_committed_hits():
+    """Every comparisons*.csv in figures/ is what paired_differences gives on the results*.csv and hits*.json beside
+    it (`python -m mixcpt_core.reproduce figures figures/small figures/smollm2` rewrites them without training)."""
+    from mixcpt_core.reproduce import COMPARISON_COLUMNS, paired_differences, read_hits
 
-    r = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(path)], cwd=ROOT, capture_output=True)
-    return r.returncode == 1
+    checked = 0
+    for path in sorted((ROOT / "figures").glob("**/comparisons*.csv")):
+        suffix = path.stem[len("comparisons"):]
+        got = paired_differences(pd.read_csv(path.parent / f"results{suffix}.csv"),
+                                 read_hits(path.parent / f"hits{suffix}.json"))[list(COMPARISON_COLUMNS)]
+        pd.testing.assert_frame_equal(pd.read_csv(path), got, check_dtype=False, atol=2e-6, obj=str(path))
+        checked += 1
+    assert checked == 8
 
 
-RENDERED_FROM = ("results.csv", "results_full.csv", "results_fixed.csv", "probes.csv", "probes_full.csv",
-                 "comparisons.csv", "comparisons_full.csv", "search_stage2.csv", "sweep.csv", "wall_times.json")
-
-
-def test_readme_and_docs_are_rendered_from_the_committed_results():
+def test_readme_and_docs_are_rendered_from_the_committed_results(tmp_path):
     """docs/reproduction.md and the README's results block are exactly what mixcpt_core.report renders from the
-    committed figures/ files (no hand-copied numbers), and the README's table is the one of results.md."""
+    committed figures/ files (no hand-copied numbers), and the README's table is the one of results.md. Rendered
+    from ``git archive HEAD figures``, so a checkout whose figures/ was regenerated by ``make reproduce`` is still
+    checked; README and docs re-rendered from such regenerated figures (``mixcpt report`` after a new run) pass too."""
     from mixcpt_core.report import current_block, readme_block, reproduction_page
 
-    figures = ROOT / "figures"
-    if any(_regenerated_locally(figures / n) for n in RENDERED_FROM):
-        pytest.skip("figures/ was regenerated in this checkout; README and docs show the committed run")
+    from .committed import committed_figures
+
+    committed = committed_figures(tmp_path)  # skips, saying why, where this is not a git checkout
+    readme = (ROOT / "README.md").read_text()
+    got = (current_block(readme), (ROOT / "docs/reproduction.md").read_text())
+    renderings = {f: (readme_block(f).strip(), reproduction_page(f)) for f in dict.fromkeys((committed, ROOT / "figures"))}
+    matching = [f for f, rendered in renderings.items() if rendered == got]
+    if not matching:  # say which of the two differs from the committed run's rendering
+        assert got[0] == renderings[committed][0], "README's results block: run `mixcpt report`"
+        assert got[1] == renderings[committed][1], "docs/reproduction.md: run `mixcpt report`"
+    figures = matching[0] if matching else committed
     results = pd.read_csv(figures / "results.csv")
     assert list(results.columns) == list(RESULT_COLUMNS)
-    readme = (ROOT / "README.md").read_text()
-    assert current_block(readme) == readme_block(figures).strip(), "run `mixcpt report`"
-    assert (ROOT / "docs/reproduction.md").read_text() == reproduction_page(figures), "run `mixcpt report`"
     table = format_results_table(summarize(results))
     assert table in readme and table in (figures / "results.md").read_text()
 

@@ -69,8 +69,10 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch)
     assert (tmp_path / "b" / "trainer" / "checkpoint-3").exists()
     assert not (tmp_path / "b" / "model.safetensors").exists()
     resumed = pretrain_base(BasePretrainConfig(output_dir=str(tmp_path / "b"), **common))
-    a, _, _ = load_base_checkpoint(full)
-    b, _, _ = load_base_checkpoint(resumed)
+    a, _, info_a = load_base_checkpoint(full)
+    b, _, info_b = load_base_checkpoint(resumed)
+    # it resumed from checkpoint-3 (a run from step 0 would end with the same weights: training is deterministic)
+    assert (info_a["resumed_from_step"], info_b["resumed_from_step"]) == (0, 3)
     for (name, x), y in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6, msg=name)
 

@@ -120,16 +120,41 @@ def test_permutation_changes_sentence_order():
 
 
 def test_instruction_records_are_correct(tiny_world):
+    """Every kind of instruction checked against the people's facts, about seen general people only: ``qa`` answers
+    its question, ``compare`` names the one born earlier, ``bio`` states all four facts (written out here by hand,
+    in the first sentence form of each attribute)."""
     people = {e["name"]: e for e in tiny_world.entities}
-    kinds = {r["kind"] for r in tiny_world.instructions}
-    assert kinds == {"qa", "compare", "bio"}
+    cfg = tiny_world.config
+    by_kind = {}
+    for r in tiny_world.instructions:
+        by_kind.setdefault(r["kind"], []).append(r)
+    assert set(by_kind) == {"qa", "compare", "bio"}
+    n_seen = sum(e["split"] == "seen" for e in tiny_world.entities)
+    assert (len(by_kind["qa"]), len(by_kind["compare"]), len(by_kind["bio"])) == (
+        4 * n_seen, cfg.n_compare_instructions, min(cfg.n_bio_instructions, n_seen))
+    questions = {q["question"]: q for q in tiny_world.qa}
     for r in tiny_world.instructions:
         user, assistant = r["messages"]
         assert (user["role"], assistant["role"]) == ("user", "assistant")
-        if r["kind"] == "compare":
+        if r["kind"] == "qa":
+            q = questions[user["content"]]
+            assert assistant["content"] == q["answer"] and q["split"] == "general_seen"
+        elif r["kind"] == "compare":
             a, b = re.match(r"Who was born earlier, (.+) or (.+)\?", user["content"]).groups()
+            assert people[a]["split"] == people[b]["split"] == "seen" and a != b
             ya, yb = int(people[a]["attributes"]["birth_year"]), int(people[b]["attributes"]["birth_year"])
-            assert assistant["content"] == (a if ya < yb else b)
+            assert ya != yb and assistant["content"] == (a if ya < yb else b)
+        else:
+            (name,) = re.fullmatch(r"Write a short biography of (.+)\.", user["content"]).groups()
+            p = people[name]
+            assert p["split"] == "seen" and p["group"] == "general"
+            f = p["attributes"]
+            assert assistant["content"] == (f"{name} was born in {f['birth_city']}. {name} works for {f['employer']}. "
+                                            f"{name} studied {f['field']}. {name} was born in the year "
+                                            f"{f['birth_year']}.")
+    bios = [re.fullmatch(r"Write a short biography of (.+)\.", r["messages"][0]["content"]).group(1)
+            for r in by_kind["bio"]]
+    assert len(set(bios)) == len(bios)  # one biography per person
 
 
 def test_preference_pairs(tiny_world):
