@@ -36,10 +36,11 @@ test-slow: $(STAMP)
 reproduce: $(STAMP)
 	$(VENV)/bin/mixcpt reproduce --profile tiny
 
-# The declared stage-2 search on validation QA (rewrites configs/stage2-selected/), then the ablation grid and the
-# chat start under it (reuses every stage `make reproduce` finished).
+# The declared staged stage-2 search on validation QA, two seeds (SFT recipe, then N, then DPO, then the selection
+# score; rewrites configs/stage2-selected/ and figures/search_stage2.csv; about 1.3-2.3 h on 2 cores, see its header),
+# then the ablation grid and the chat start under it (reuses every stage `make reproduce` finished).
 reproduce-full: $(STAMP)
-	$(VENV)/bin/mixcpt search configs/search-stage2-tiny.yaml
+	$(VENV)/bin/mixcpt search configs/search-stage2-tiny-staged.yaml
 	$(VENV)/bin/mixcpt reproduce --profile tiny --full
 
 # The one-setting-at-a-time sweeps of the mixcpt arm (fixed stage-2 defaults; ~45 min on 2 cores).
@@ -47,16 +48,17 @@ reproduce-sweep: $(STAMP)
 	$(VENV)/bin/mixcpt reproduce --profile tiny --sweep --protocol fixed
 
 # The scale rungs: the small profile (6.6M base, same world; its declared search, then 3 seeds -> figures/small/) and
-# SmolLM2-135M-Instruct on a new domain (the search and the ablation grid with one seed, then the main arms with
-# 3 -> figures/smollm2/); then the scale figure.
+# SmolLM2-135M-Instruct on a new domain (stage 2 calibrated on the start model, the declared search, then the main
+# arms, no_lssd and no_stage2 with 3 seeds -> figures/smollm2/; the pool data/smollm2-pool is committed, `mixcpt pool
+# configs/smollm2/pool.yaml` regenerates it); then the scale figure.
 reproduce-small: $(STAMP)
 	$(VENV)/bin/mixcpt search configs/search-stage2-small.yaml
 	$(VENV)/bin/mixcpt reproduce --profile small --full
 
 reproduce-smollm2: $(STAMP)
+	$(VENV)/bin/mixcpt calibrate --profile smollm2 --search configs/smollm2/search-stage2.yaml
 	$(VENV)/bin/mixcpt search configs/smollm2/search-stage2.yaml
-	$(VENV)/bin/mixcpt reproduce --profile smollm2 --full --protocol validated fixed
-	$(VENV)/bin/mixcpt reproduce --profile smollm2 --seeds 0 1 2  # the main arms' seeds 1 and 2 (seed 0 is cached)
+	$(VENV)/bin/mixcpt reproduce --profile smollm2 --full  # main arms, no_lssd and no_stage2, seeds 0-2
 
 scale: $(STAMP)
 	$(VENV)/bin/mixcpt scale
