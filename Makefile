@@ -37,8 +37,9 @@ reproduce: $(STAMP)
 	$(VENV)/bin/mixcpt reproduce --profile tiny
 
 # The declared staged stage-2 search on validation QA, two seeds (SFT recipe, then N, then DPO, then the selection
-# score; rewrites configs/stage2-selected/ and figures/search_stage2.csv; about 1.3-2.3 h on 2 cores, see its header),
-# then the ablation grid and the chat start under it (reuses every stage `make reproduce` finished).
+# score; writes configs/stage2-selected-staged/ and figures/search_stage2_staged.csv; about 1.3-2.3 h on 2 cores, see
+# its header), then the ablation grid and the chat start under the recipes that configs/reproduce-tiny.yaml's
+# stage2_recipes names (reuses every stage `make reproduce` finished).
 reproduce-full: $(STAMP)
 	$(VENV)/bin/mixcpt search configs/search-stage2-tiny-staged.yaml
 	$(VENV)/bin/mixcpt reproduce --profile tiny --full
