@@ -154,6 +154,11 @@ def calibration_table(rows: list[dict]) -> str:
                      f"{float(r['format_start']):.3f} → {float(r['format_after']):.3f} | "
                      f"{float(r['domain_after']):.3f} | {'yes' if int(r['holds']) else '**no**'} | "
                      f"{float(r['seconds']) / 60:.0f} |")
+    if rows:  # the line a reader looks for: does any recipe hold, and how far is the closest from the bar
+        held = [r for r in rows if int(r["holds"])]
+        closest = min(rows, key=lambda r: abs(float(r["general_known_diff"])))
+        lines += ["", f"{len(held)} of {len(rows)} rows hold. Closest on general QA: {closest['arm']}'s stage 2 with "
+                  f"{closest['recipe']} ({float(closest['general_known_diff']):+.3f})."]
     return "\n".join(lines)
 
 
