@@ -31,7 +31,11 @@ equal the reproduction's.
 
 Resuming: every stage 1 and stage 2 is cached in the reproduction's ``run_dir`` (:mod:`mixcpt_core.pipelines`), and
 the choices are a function of the cached numbers, so a rerun after an interruption retrains nothing it finished and
-takes the same path through the stages.
+takes the same path through the stages. A search longer than a working session can also go on from its **progress
+file** (:func:`progress_path`, next to the table): the validation numbers of every finished (pipeline, recipe), one
+JSON line each, written as it lands and meant to be committed; a rerun takes those numbers instead of training
+again, even from an empty run folder. Each line carries a fingerprint of the search and reproduction configs, and a
+line whose fingerprint differs is ignored. The progress file is removed once the table is written.
 """
 
 from __future__ import annotations
@@ -203,11 +207,49 @@ STAGED_COLUMNS = ("start", "arm", "stage", "setting", "label", "recipe", "seeds"
 METRICS = ("score", "general_accuracy", "domain_accuracy", "format_compliance")
 
 
+def progress_path(cfg: Stage2SearchConfig, root: Path) -> Path:
+    """The search's progress file: ``<table>.progress.jsonl`` beside ``cfg.table``."""
+    table = root / cfg.table
+    return table.with_name(table.stem + ".progress.jsonl")
+
+
+def search_fingerprint(cfg: Stage2SearchConfig, rep) -> str:
+    """A hash of the search config and of the reproduction config it reads (world, base model, arms, overrides):
+    progress written under other configs does not match."""
+    import hashlib
+    import json
+
+    from .config import to_dict
+
+    text = json.dumps([to_dict(cfg), to_dict(rep)], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_progress(path: Path, fingerprint: str) -> dict[tuple, dict]:
+    """``{(start, arm, recipe label, seeds): validation numbers}`` of the progress file's lines that carry
+    ``fingerprint`` (none if the file does not exist)."""
+    import json
+
+    if not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        if r.get("fingerprint") == fingerprint:
+            out[(r["start"], r["arm"], r["recipe"], r["seeds"])] = {k: r[k] for k in (*METRICS, "seconds")}
+    return out
+
+
 def run_search(cfg: Stage2SearchConfig, root: Path, write: bool = True,
                source: str = "configs/search-stage2-tiny.yaml") -> list[dict]:
     """Run the declared search (stages cached in the reproduction's ``run_dir``: a rerun continues where it
     stopped), apply the rule per (start, arm) -- stage by stage in a staged search -- and, with ``write``, write the
-    table ``cfg.table`` and one recipe YAML per (start, arm) into ``cfg.out_dir``. Returns the table rows."""
+    table ``cfg.table`` and one recipe YAML per (start, arm) into ``cfg.out_dir``. Returns the table rows.
+
+    With ``write``, each finished (pipeline, recipe) is also added to the progress file (:func:`progress_path`), and
+    the numbers already there (same fingerprint) are taken instead of training again; the file is removed once the
+    table is written."""
+    import json
     from .config import load_config
     from .pipelines import ReproduceConfig, build_chat_start, load_arm, run_stage1, run_stage2, weights_key
     from .reproduce import start_model_dir
@@ -249,6 +291,26 @@ def run_search(cfg: Stage2SearchConfig, root: Path, write: bool = True,
             seconds += info["seconds"]
         return {**{k: sum(x[k] for x in vals) / len(vals) for k in METRICS}, "seconds": round(seconds, 1)}
 
+    progress = progress_path(cfg, root)
+    fingerprint = search_fingerprint(cfg, rep)
+    finished = read_progress(progress, fingerprint) if write else {}
+    seeds_text = " ".join(map(str, cfg.seeds))
+
+    def validated(start: str, arm: str, trained: dict) -> dict:
+        key = (start, arm, setting_label(trained), seeds_text)
+        if key in finished:
+            return {**finished[key]}
+        numbers = validate(start, variant(arm, trained))
+        if write:
+            finished[key] = numbers
+            lines = [json.dumps({"fingerprint": fingerprint, "start": k[0], "arm": k[1], "recipe": k[2], "seeds": k[3],
+                                 **v}) for k, v in finished.items()]
+            progress.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(progress, "\n".join(lines) + "\n")
+        return numbers
+
+    if finished:
+        print(f"[search] {len(finished)} finished stage-2 runs taken from {progress}", flush=True)
     rows: list[dict] = []
     total = sum(len(spaces[st.name]) for _, arm in pairs for st in stages if st.applies_to(arm)) * len(cfg.seeds)
     done = 0
@@ -266,7 +328,7 @@ def run_search(cfg: Stage2SearchConfig, root: Path, write: bool = True,
             for i, setting in enumerate(settings):
                 trained = {**recipe, **setting}
                 row = {"start": start, "arm": arm, "setting": i, "label": setting_label(setting),
-                       "seeds": " ".join(map(str, cfg.seeds)), **validate(start, variant(arm, trained))}
+                       "seeds": seeds_text, **validated(start, arm, trained)}
                 if cfg.staged:
                     row.update(stage=st.name, recipe=setting_label(trained))
                 per_setting.append(row)
@@ -290,6 +352,7 @@ def run_search(cfg: Stage2SearchConfig, root: Path, write: bool = True,
         from .reproduce import write_csv
 
         write_csv(rows, STAGED_COLUMNS if cfg.staged else SEARCH_COLUMNS, root / cfg.table)
+        progress.unlink(missing_ok=True)  # the table holds it all now
     what = (" + ".join(f"{st.name} {len(spaces[st.name])}" for st in stages) + " settings (stages)" if cfg.staged
             else f"{len(spaces['space'])} settings")
     print(f"\nsearch: {what} x {len(pairs)} pipelines x {len(cfg.seeds)} seed(s) in "
@@ -342,6 +405,6 @@ def load_recipe(recipes_dir: Path, start: str, arm: str) -> dict:
     return read_yaml(path)
 
 
-__all__ = ["Stage2SearchConfig", "SearchStage", "search_stages", "search_stage1", "check_grids", "expand_space",
+__all__ = ["Stage2SearchConfig", "SearchStage", "progress_path", "read_progress", "search_fingerprint", "search_stages", "search_stage1", "check_grids", "expand_space",
            "setting_overrides", "setting_label", "choose", "run_search", "write_recipe", "load_recipe", "check_pool",
            "SEARCH_COLUMNS", "STAGED_COLUMNS"]

@@ -46,7 +46,8 @@ def test_the_rule_by_hand():
                                               ("configs/search-stage2-tiny-staged.yaml", [9, 3, 4, 2])])
 def test_committed_search_config_declares_the_same_space_for_every_arm(path, n_settings):
     """Every profile's search covers exactly the pipelines of its grid that have a stage 2, with the same rule, and
-    writes the recipes its reproduction reads."""
+    writes the recipes its reproduction reads; the staged tiny search writes its own (the first search's recipes
+    and table stay behind the committed results until the reproduction reruns with the staged ones)."""
     cfg = load_config(Stage2SearchConfig, ROOT / path)
     rep = load_config(ReproduceConfig, ROOT / cfg.reproduce)
     with_stage2 = {(s, a) for s, arms in {**rep.main}.items() for a in arms if a not in ("base", "no_stage2")}
@@ -54,7 +55,12 @@ def test_committed_search_config_declares_the_same_space_for_every_arm(path, n_s
     assert with_stage2 == {(s, a) for s, arms in cfg.pairs.items() for a in arms}
     n = [len(expand_space(st.space)) for st in cfg.stages] if cfg.staged else len(expand_space(cfg.space))
     assert n == n_settings and cfg.min_format == 0.95
-    assert rep.stage2_recipes == cfg.out_dir
+    if path.endswith("tiny-staged.yaml"):
+        first = load_config(Stage2SearchConfig, ROOT / "configs/search-stage2-tiny.yaml")
+        assert (cfg.out_dir, cfg.table) == ("configs/stage2-selected-staged", "figures/search_stage2_staged.csv")
+        assert rep.stage2_recipes == first.out_dir and cfg.table != first.table
+    else:
+        assert rep.stage2_recipes == cfg.out_dir
 
 
 def test_search_starts_from_a_released_model(monkeypatch):
@@ -377,3 +383,76 @@ def test_search_reads_no_test_set_and_reproduce_uses_its_recipes(tmp_path, monke
     (tmp_path / "recipes/base-mixcpt.yaml").unlink()
     with pytest.raises(ConfigError, match="base-mixcpt.yaml.*mixcpt search"):
         reproduce(rep, ROOT, tmp_path / "fig")
+
+
+def _stub_search(monkeypatch, calls: list, stop_after: int | None = None):
+    """Stub stages for run_search: stage 2's validation numbers are a hash of its key (so the rule's choices differ
+    between settings), skip has format 0; ``calls`` collects every stage 2 trained; the ``stop_after``-th raises
+    KeyboardInterrupt, as a session cut off."""
+    import hashlib
+
+    from mixcpt_core import pipelines
+    from mixcpt_core.pipelines import stage1_key, stage2_key
+
+    def run_stage1(start_dir, start_key, cpt, mix, seed, run_dir, root):
+        return Path(run_dir) / stage1_key(start_key, cpt, mix, seed, root), {}
+
+    def run_stage2(model_dir, key, align, seed, chat_start, run_dir, root):
+        k = stage2_key(key, align, seed, align.init_chat_tokens and not chat_start, root)
+        if stop_after is not None and len(calls) == stop_after:
+            raise KeyboardInterrupt
+        calls.append(k)
+        h = int(hashlib.sha256(k.encode()).hexdigest(), 16)
+        return Path(run_dir) / "s2", {"seconds": 1.0, "metrics": {"dpo": {
+            "score": (h % 97) / 96, "general_accuracy": (h % 89) / 88, "domain_accuracy": (h % 83) / 82,
+            "format_compliance": 0.0 if align.skip else (0.9 if h % 5 == 0 else 1.0)}}}
+
+    monkeypatch.setattr(pipelines, "run_stage1", run_stage1)
+    monkeypatch.setattr(pipelines, "run_stage2", run_stage2)
+    monkeypatch.setattr(pipelines, "build_chat_start", lambda base, world, sft, out: Path(out))
+    monkeypatch.setattr(pipelines, "weights_key", lambda d: Path(d).name)
+
+
+def test_a_search_cut_off_goes_on_from_its_progress_file(monkeypatch, tmp_path):
+    """The staged search cut off after 40 stage-2 runs, then run again with no stage cache (a new session): it
+    trains only what the progress file lacks (the run that was cut off included), ends with the table and recipes
+    of an uninterrupted search, and removes the progress file. A progress file of another config is ignored."""
+    from mixcpt_core.search import progress_path, read_progress, search_fingerprint
+
+    cfg = load_config(Stage2SearchConfig, ROOT / "configs/search-stage2-tiny-staged.yaml")
+    whole = dataclasses.replace(cfg, table=str(tmp_path / "whole/table.csv"), out_dir=str(tmp_path / "whole/sel"))
+    calls: list = []
+    _stub_search(monkeypatch, calls)
+    run_search(whole, ROOT)
+    n_runs = len(calls)
+
+    cut = dataclasses.replace(whole, table=str(tmp_path / "cut/table.csv"), out_dir=str(tmp_path / "cut/sel"))
+    first: list = []
+    _stub_search(monkeypatch, first, stop_after=40)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(cut, ROOT)
+    progress = progress_path(cut, ROOT)
+    assert progress == tmp_path / "cut/table.progress.jsonl"
+    rep = load_config(ReproduceConfig, ROOT / cut.reproduce)
+    kept = read_progress(progress, search_fingerprint(cut, rep))
+    assert len(kept) == 20  # two seeds per (pipeline, recipe): 40 runs finished 20 of them
+    assert not (tmp_path / "cut/table.csv").exists()
+
+    second: list = []
+    _stub_search(monkeypatch, second)
+    run_search(cut, ROOT)
+    assert len(second) == n_runs - 40 and set(second) == set(calls) - set(first)
+    assert (tmp_path / "cut/table.csv").read_text() == (tmp_path / "whole/table.csv").read_text()
+    assert sorted(p.name for p in (tmp_path / "cut/sel").iterdir()) == sorted(
+        p.name for p in (tmp_path / "whole/sel").iterdir())
+    for p in (tmp_path / "cut/sel").iterdir():
+        assert p.read_text() == (tmp_path / "whole/sel" / p.name).read_text()
+    assert not progress.exists()
+
+    # progress written under another config (another rule here) is not taken
+    other = dataclasses.replace(cut, min_format=0.9)
+    progress.write_text(json.dumps({"fingerprint": search_fingerprint(cut, rep), "start": "base", "arm": "traditional",
+                                    "recipe": "skip=True", "seeds": "0 1", "score": 1, "general_accuracy": 1,
+                                    "domain_accuracy": 1, "format_compliance": 1, "seconds": 0}) + "\n")
+    assert read_progress(progress, search_fingerprint(other, rep)) == {}
+    assert len(read_progress(progress, search_fingerprint(cut, rep))) == 1
