@@ -453,11 +453,14 @@ The comparison the protocol exists for, {winners_curse_gap(search, results)}
 """
 
 
-def chosen_before_validation_section(search) -> str:
+def chosen_before_validation_section(search, staged_table: bool = False) -> str:
     """What stage 2's fixed defaults were set on, and which of them the staged search validates (whether it ran yet
-    is read from the search table)."""
+    is read from the search table; ``staged_table``: its own table, ``figures/search_stage2_staged.csv``, exists)."""
     ran = search is not None and "stage" in search.columns
     state = ("It ran: the recipes above come from it." if ran else
+             "It has run (`figures/search_stage2_staged.csv`, recipes in `configs/stage2-selected-staged/`), but the\n"
+             "reproduction has not rerun with its recipes yet: the recipes above still come from the first search,\n"
+             "which chose the SFT recipe only, on seed 0." if staged_table else
              "It is declared and runs first in `make reproduce-full`; until it has run, the recipes above come from\n"
              "the first search, which chose the SFT recipe only, on seed 0.")
     return f"""## What was chosen before the validation split, and on what
@@ -522,7 +525,7 @@ by `mixcpt report` (a test checks that this page equals what the committed files
 {t.get('search', '(no search table yet)')}
 
 {winners_curse_section(search, results_any)}
-{chosen_before_validation_section(search)}
+{chosen_before_validation_section(search, (figures / "search_stage2_staged.csv").exists())}
 ## Main result (validated protocol, base start, `figures/results.md`)
 
 ![results](../figures/results.png)
