@@ -36,6 +36,7 @@ from .atomic import remove_directory, write_text_atomic
 from .config import check_choice, check_numbers
 from .cpt import LoraSettings, frozen_copy
 from .evaluation import EvalSpec
+from .logs import LOG_FILE, StepBar
 from .selection import SelectionConfig
 
 ALIGN_INFO_FILE = "mixcpt_align.json"
@@ -46,6 +47,7 @@ SFT_FORMATS = ("messages", "prompt_completion")
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 TRAINER_DIRS = ("trainer-sft", "trainer-dpo")  # run_align's Trainer checkpoints, one directory per trainer
+LOG_FILES = ("sft_log.jsonl", "dpo_log.jsonl")  # run_align's per-step logs (kept: the checkpoints are removed)
 CHECKPOINTS_PER_TRAINER = 4  # a rerun after an interruption loses at most a quarter of the SFT or DPO steps
 
 
@@ -162,23 +164,24 @@ def _common_args(out: Path, s, seed: int, checkpoints: bool = False) -> dict:
 
 
 # -- trainers --------------------------------------------------------------------------------------------------------
-def _quiet(trainer):
-    """No per-step log lines (they stay in ``trainer.state.log_history``): a notebook cell stays readable. Also adds
-    the NaN/inf guard (:class:`mixcpt_core.training.FiniteGuard`)."""
-    from transformers.trainer_callback import PrinterCallback
-
+def _quiet(trainer, log_file: str | Path, bar):
+    """No per-step log lines on the screen: the rows of ``trainer.state.log_history`` go to ``log_file``, progress to
+    ``bar`` (:func:`mixcpt_core.logs.quiet_trainer`), so a terminal or a notebook cell stays readable. Also adds the
+    NaN/inf guard (:class:`mixcpt_core.training.FiniteGuard`)."""
+    from .logs import quiet_trainer
     from .training import FiniteGuard
 
-    trainer.remove_callback(PrinterCallback)
     trainer.add_callback(FiniteGuard())
-    return trainer
+    return quiet_trainer(trainer, log_file, bar)
 
 
 def make_sft_trainer(model, tokenizer, dataset: Dataset, s: SFTSettings, out: str | Path, seed: int = 0,
-                     checkpoints: bool = False):
+                     checkpoints: bool = False, log_file: str | Path | None = None, bar="SFT"):
     """A ``trl.SFTTrainer`` that trains on assistant tokens only: the chat template's generation block for
     ``messages`` rows, the completion for ``prompt``/``completion`` rows (:func:`sft_dataset`);
-    ``checkpoints``: write Trainer checkpoints into ``out`` (see :func:`_common_args`)."""
+    ``checkpoints``: write Trainer checkpoints into ``out`` (see :func:`_common_args`). Every step's logged row goes
+    to ``log_file`` (default ``<out>/train_log.jsonl``) and progress to ``bar`` (a
+    :class:`mixcpt_core.logs.StepBar` or the description of a bar of its own), nothing per step to the screen."""
     from trl import SFTConfig, SFTTrainer
 
     from .sources import quiet_datasets
@@ -188,13 +191,14 @@ def make_sft_trainer(model, tokenizer, dataset: Dataset, s: SFTSettings, out: st
         messages = "messages" in dataset.column_names
         args = SFTConfig(**_common_args(Path(out), s, seed, checkpoints), assistant_only_loss=messages,
                          completion_only_loss=None if messages else True, packing=False)
-        return _quiet(SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer))
+        return _quiet(SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer),
+                      log_file or Path(out) / LOG_FILE, bar)
 
 
 def make_dpo_trainer(model, tokenizer, dataset: Dataset, s: DPOSettings, out: str | Path, ref_model=None,
-                     seed: int = 0, checkpoints: bool = False):
-    """A ``trl.DPOTrainer`` with the sigmoid loss and ``beta = s.beta`` (``checkpoints`` as in
-    :func:`make_sft_trainer`).
+                     seed: int = 0, checkpoints: bool = False, log_file: str | Path | None = None, bar="DPO"):
+    """A ``trl.DPOTrainer`` with the sigmoid loss and ``beta = s.beta`` (``checkpoints``, ``log_file`` and ``bar``
+    as in :func:`make_sft_trainer`).
 
     ``ref_model``: a frozen model (full fine-tuning) or ``None`` for a PEFT ``model``, whose reference is then the
     model with its adapter *disabled*. TRL would otherwise copy an existing adapter into a "ref" adapter (the
@@ -211,7 +215,7 @@ def make_dpo_trainer(model, tokenizer, dataset: Dataset, s: DPOSettings, out: st
         warnings.simplefilter("ignore", FutureWarning)
         args = DPOConfig(**_common_args(Path(out), s, seed, checkpoints), beta=s.beta, loss_type=["sigmoid"])
         trainer = _quiet(DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
-                                    processing_class=tokenizer))
+                                    processing_class=tokenizer), log_file or Path(out) / LOG_FILE, bar)
     if ref_model is None and "ref" in model.peft_config:
         model.delete_adapter("ref")  # reference = adapter disabled (see docstring)
     return trainer
@@ -350,7 +354,8 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
 
     SFT and DPO write Trainer checkpoints into ``trainer-sft/`` and ``trainer-dpo/``. Rerunning after an
     interruption loads a finished SFT, resumes the unfinished trainer from its last checkpoint and ends with the
-    same weights as an uninterrupted run; both directories are removed once the result is written.
+    same weights as an uninterrupted run; both directories are removed once the result is written. Their logged
+    rows go to ``sft_log.jsonl`` and ``dpo_log.jsonl``; the screen shows one progress bar for both.
     ``validation_cache``: (folder, key of the stage-1 model) to cache its validation numbers in
     (:func:`cached_validation`); ``cfg.skip``: no stage 2, only those numbers are written."""
     from transformers import set_seed
@@ -398,8 +403,9 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
     if cfg.lora is not None:
         model = add_stage2_lora(model, cfg.lora, chat_ids)
     sft_dir, dpo_dir = (out / d for d in TRAINER_DIRS)
+    bar = StepBar("stage 2", total=cfg.sft.max_steps + cfg.dpo.max_steps)  # SFT's steps, then DPO's
     sft = make_sft_trainer(model, tokenizer, sft_dataset(sft_records, cfg.leading_space, cfg.sft_format), cfg.sft,
-                           sft_dir, cfg.seed, checkpoints=True)
+                           sft_dir, cfg.seed, checkpoints=True, log_file=out / LOG_FILES[0], bar=bar)
     sft_resumed = train_or_resume(sft, _last_checkpoint(sft_dir))  # a finished SFT is loaded, not run again
     if cfg.eval_after_sft:
         metrics["sft"] = evaluate_validation(model, tokenizer, val, cfg.evaluation)
@@ -412,8 +418,10 @@ def run_align(cfg: AlignConfig, root: str | Path = ".", selection: dict | None =
     else:
         ref = stage1  # None for LoRA: the adapter disabled is the stage-1 model
     dpo = make_dpo_trainer(model, tokenizer, dpo_dataset(pairs, cfg.leading_space), cfg.dpo, dpo_dir, ref,
-                           cfg.seed, checkpoints=True)
+                           cfg.seed, checkpoints=True, log_file=out / LOG_FILES[1], bar=bar)
+    bar.offset = cfg.sft.max_steps
     dpo_resumed = train_or_resume(dpo, _last_checkpoint(dpo_dir))
+    bar.close()  # already closed, unless DPO was loaded finished (a rerun) and never started
     metrics["dpo"] = evaluate_validation(model, tokenizer, val, cfg.evaluation)
     _save(model, tokenizer, out, cfg.lora is not None)
 

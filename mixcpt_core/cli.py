@@ -25,6 +25,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub calls unless the user clears these
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# transformers' own progress bars ("Loading weights", "Writing model shards": a line per model loaded or saved,
+# dozens per reproduction) and the hub's (offline, nothing is downloaded); a training run shows one bar
+# (mixcpt_core.logs). Read when huggingface_hub is imported.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")  # Apple MPS: missing ops run on the CPU; read by import torch
 
 # The model-size rungs of the synthetic world: the same world, tokenizer, arms and protocol, a larger base model.

@@ -362,13 +362,16 @@ def run_cpt(cfg: CPTConfig, train_dataset=None, root: str | Path = ".", extra_ca
     ``train_dataset`` is given: rows with ``input_ids`` [and ``attention_mask``, ``labels``]), train with
     :class:`LSSDTrainer`, and save the result to ``cfg.output_dir`` (safetensors; a LoRA run saves the merged model).
 
-    Rerunning after an interruption resumes from the last checkpoint in ``<output_dir>/trainer``.
+    Rerunning after an interruption resumes from the last checkpoint in ``<output_dir>/trainer``. The logged rows
+    (losses every ``logging_steps``, QA every ``eval_every``) go to ``<output_dir>/train_log.jsonl``; the screen
+    shows one progress bar (:mod:`mixcpt_core.logs`).
     """
     from transformers import TrainingArguments, set_seed
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
     from .config import to_dict
     from .data import build_mix
+    from .logs import LOG_FILE, quiet_trainer
     from .models import load_causal_lm
     from .training import QAEvalCallback, _last_checkpoint, train_or_resume
     from .world import generate_world
@@ -433,6 +436,7 @@ def run_cpt(cfg: CPTConfig, train_dataset=None, root: str | Path = ".", extra_ca
                                         tokenizer, cfg.eval_every))
     trainer = LSSDTrainer(model=model, args=args, train_dataset=train_dataset, data_collator=packed_collator,
                           lssd=cfg.lssd, teacher_model=teacher, probe=probe, callbacks=callbacks)
+    quiet_trainer(trainer, out / LOG_FILE, "stage 1")  # per-step logs to a file, one progress bar
     sharded = trainer.is_fsdp_enabled or is_deepspeed_zero3_enabled()  # weights sharded over the processes
     if sharded and cfg.lora is not None:
         raise NotImplementedError("stage 1 with LoRA under FSDP / ZeRO-3 is not supported (the final merge needs "

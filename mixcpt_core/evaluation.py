@@ -121,6 +121,8 @@ def generate_new_tokens(model, tokenizer, prompts: list[str], max_new_tokens: in
     doubling the length reached (64, 128, 256, ... up to ``max_new_tokens``): a batch no longer waits for its one
     long reply while the rest idle.
     """
+    from .logs import interactive
+
     was_training = model.training
     model.eval()
     side = tokenizer.padding_side
@@ -134,7 +136,8 @@ def generate_new_tokens(model, tokenizer, prompts: list[str], max_new_tokens: in
         out: list[list[int]] = [[] for _ in prompts]
         todo, budget, used = list(range(len(prompts))), first, 0
         while todo:
-            for i in tqdm(range(0, len(todo), batch_size), desc="generate", disable=not progress, leave=False):
+            for i in tqdm(range(0, len(todo), batch_size), desc="generate", disable=not (progress and interactive()),
+                          leave=False):  # a transient bar: only where it can be erased
                 rows = todo[i : i + batch_size]
                 seqs = [encoded[r] + out[r] for r in rows]
                 width = max(map(len, seqs))

@@ -76,6 +76,7 @@ def setup_notebook(profile: str = "tiny", packages: tuple[str, ...] | list[str] 
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is offline: a stray hub call fails at once
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' loading/saving bars: see mixcpt_core.cli
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     root = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
     fast = os.environ.get("MIXCPT_FAST") == "1"

@@ -263,7 +263,7 @@ def build_chat_start(base_dir: Path, world_cfg: WorldConfig, sft: SFTSettings, o
     world = generate_world(world_cfg)
     with atomic_directory(out, CHAT_INFO_FILE) as tmp:
         trainer = make_sft_trainer(model, tokenizer, sft_dataset(world.instructions, leading_space=True), sft,
-                                   tmp / "trainer", seed=0)
+                                   tmp / "trainer", seed=0, log_file=tmp / "sft_log.jsonl", bar="chat start (SFT)")
         trainer.train()
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -286,6 +286,16 @@ def run_stage1(start_dir: Path, start_key: str, cpt: CPTConfig, mix: MixConfig, 
         run_cpt(dataclasses.replace(cpt, base_model=str(start_dir), output_dir=str(out), seed=seed),
                 train_dataset=blocks, root=root)
     return out, json.loads((out / CPT_INFO_FILE).read_text(encoding="utf-8"))
+
+
+def log_locations(run_dir: Path) -> str:
+    """Where the stages cached under ``run_dir`` write their per-step logs (:mod:`mixcpt_core.logs`): the line the
+    reproduction and the search print once, since the screen shows only a progress bar per stage."""
+    from .alignment import LOG_FILES
+    from .logs import LOG_FILE
+
+    return (f"[logs] every logged training step: {run_dir}/stage1/*/{LOG_FILE}, "
+            f"{run_dir}/stage2/*/{' and '.join(LOG_FILES)}")
 
 
 def run_stage2(model_dir: Path, model_key: str, align: AlignConfig, seed: int, chat_start: bool,

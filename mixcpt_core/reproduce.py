@@ -509,7 +509,7 @@ def reproduce(cfg, root: Path, figures: Path, full: bool = False, sweep: bool = 
     continues where it stopped. Returns ``{"grids", "sweep_rows", "seconds"}``."""
     import pandas as pd
 
-    from .pipelines import build_chat_start, load_arm, run_arm, sweep_variant
+    from .pipelines import build_chat_start, load_arm, log_locations, run_arm, sweep_variant
     from .plots import plot_sweep
     from .world import generate_world
 
@@ -523,6 +523,7 @@ def reproduce(cfg, root: Path, figures: Path, full: bool = False, sweep: bool = 
         general_items = known_realworld_questions(starts["base"], cfg, run_dir, figures)
     pairs = grid_pairs(cfg, full)
     main_pairs = grid_pairs(cfg, full=False)
+    print(log_locations(run_dir), flush=True)
     if any(s == "chat" for s, _ in pairs):
         print("[start] chat = base model + SFT on all general instructions", flush=True)
         starts["chat"] = build_chat_start(starts["base"], cfg.world, cfg.chat_sft, run_dir / "start-chat")

@@ -251,7 +251,8 @@ def run_search(cfg: Stage2SearchConfig, root: Path, write: bool = True,
     table is written."""
     import json
     from .config import load_config
-    from .pipelines import ReproduceConfig, build_chat_start, load_arm, run_stage1, run_stage2, weights_key
+    from .pipelines import (ReproduceConfig, build_chat_start, load_arm, log_locations, run_stage1, run_stage2,
+                            weights_key)
     from .reproduce import start_model_dir
 
     t0 = time.time()
@@ -311,6 +312,7 @@ def run_search(cfg: Stage2SearchConfig, root: Path, write: bool = True,
 
     if finished:
         print(f"[search] {len(finished)} finished stage-2 runs taken from {progress}", flush=True)
+    print(log_locations(run_dir), flush=True)
     rows: list[dict] = []
     total = sum(len(spaces[st.name]) for _, arm in pairs for st in stages if st.applies_to(arm)) * len(cfg.seeds)
     done = 0

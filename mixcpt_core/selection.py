@@ -92,11 +92,14 @@ def response_nll(model, tokenizer, prompts: list[str], responses: list[str], bat
     Per example: sum of ``-log p(r_t | prompt, r_<t)`` over the response tokens divided by their number (a token
     mean within the example, not over the batch). Batches are right-padded; padding never enters a sum.
     """
+    from .logs import interactive
+
     was_training = model.training
     model.eval()
     out = []
     try:
-        for i in tqdm(range(0, len(prompts), batch_size), desc="score", disable=not progress, leave=False):
+        for i in tqdm(range(0, len(prompts), batch_size), desc="score", disable=not (progress and interactive()),
+                      leave=False):  # a transient bar: only where it can be erased
             chunk = zip(prompts[i : i + batch_size], responses[i : i + batch_size])
             enc = [_encode_pair(tokenizer, p, r) for p, r in chunk]
             width = max(len(ids) for ids, _ in enc)

@@ -23,6 +23,7 @@ from .atomic import write_text_atomic
 from .config import check_choice, check_numbers, to_dict
 from .errors import NonFiniteLossError
 from .evaluation import document_perplexity, plain_qa_accuracy
+from .logs import LOG_FILE, quiet_trainer
 from .models import SIZE_PRESETS, build_model, count_parameters
 from .tokenizer import train_tokenizer
 from .world import World, WorldConfig, generate_world
@@ -130,7 +131,8 @@ def pack_texts(texts: list[str], tokenizer, block_size: int, n_tokens: int, seed
 
 class QAEvalCallback(TrainerCallback):
     """Every ``every`` steps (and at step 0): plain-format QA accuracy on named splits, appended to the trainer's
-    ``log_history`` as ``{"step", "<name>_qa_acc", ...}`` (so it is checkpointed and survives a resume)."""
+    ``log_history`` as ``{"step", "<name>_qa_acc", ...}`` (so it is checkpointed and survives a resume, and
+    :class:`mixcpt_core.logs.LogFile` writes it to the run's log file with the losses)."""
 
     def __init__(self, splits: dict[str, list[dict]], tokenizer, every: int):
         self.splits, self.tokenizer, self.every = splits, tokenizer, every
@@ -140,8 +142,6 @@ class QAEvalCallback(TrainerCallback):
         for name, items in self.splits.items():
             row[f"{name}_qa_acc"] = plain_qa_accuracy(model, self.tokenizer, items)["accuracy"]
         state.log_history.append(row)
-        print(f"\n[step {state.global_step}] " + "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "step"),
-              flush=True)
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         if state.global_step == 0:  # not on resume: the step-0 point is already in the restored history
@@ -157,7 +157,8 @@ def pretrain_base(cfg: BasePretrainConfig, resume: bool = True) -> Path:
     ``cfg.output_dir`` (safetensors + tokenizer + ``mixcpt_base.json`` with metrics and the cache key).
 
     Intermediate Trainer checkpoints live in ``<output_dir>/trainer``; rerunning after an interruption resumes
-    from the last one. Returns the output directory.
+    from the last one. The logged rows (losses, QA) go to ``<output_dir>/train_log.jsonl``, the screen shows one
+    progress bar (:mod:`mixcpt_core.logs`). Returns the output directory.
     """
     t0 = time.time()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -206,6 +207,7 @@ def pretrain_base(cfg: BasePretrainConfig, resume: bool = True) -> Path:
         callbacks=[QAEvalCallback({"seen": world.qa_split("general_seen"), "heldout": world.qa_split("general_heldout")},
                                   tokenizer, cfg.eval_every), FiniteGuard()],
     )
+    quiet_trainer(trainer, out / LOG_FILE, "base model")  # per-step logs to a file, one progress bar
     resumed_from = train_or_resume(trainer, _last_checkpoint(trainer_dir) if resume else None)
     train_seconds = time.time() - t0
 

@@ -266,10 +266,10 @@ def test_stage2_resumes_after_interruption_with_the_same_parameters(tmp_path, mo
 
     quiet, callbacks = al._quiet, [Record()]
 
-    def with_callbacks(trainer):  # every trainer run_align makes gets these callbacks
+    def with_callbacks(trainer, *args):  # every trainer run_align makes gets these callbacks
         for c in callbacks:
             trainer.add_callback(c)
-        return quiet(trainer)
+        return quiet(trainer, *args)
 
     monkeypatch.setattr(al, "_quiet", with_callbacks)
 

@@ -454,7 +454,8 @@ def test_every_relative_link_resolves(page):
 
 def test_the_license_is_the_apache_2_0_text_the_package_declares():
     lic = text("LICENSE")
-    assert 'license = { text = "Apache-2.0" }' in text("pyproject.toml")
+    project = text("pyproject.toml")
+    assert 'license = "Apache-2.0"' in project and 'license-files = ["LICENSE"]' in project  # SPDX, no warning
     assert lic.split()[:4] == ["Apache", "License", "Version", "2.0,"] and "END OF TERMS AND CONDITIONS" in lic
     assert "APPENDIX: How to apply the Apache License to your work." in lic
     assert len(re.findall(r"(?m)^\s+\d\. [A-Z]", lic)) == 9  # the nine sections of the terms
